@@ -1,0 +1,24 @@
+"""scalar_autograd: scalar automatic differentiation with a JIT to native code.
+
+Example:
+    >>> import scalar_autograd as sa
+    >>> x = sa.Value(2.0, requires_grad=True)
+    >>> y = sa.sin(x) * x
+    >>> y.backward()
+    >>> round(y.data, 6), round(x.grad, 6)
+    (1.818595, 0.077004)
+"""
+
+from scalar_autograd.functional import *  # noqa: F403
+from scalar_autograd.functional import __all__ as _functional_all
+from scalar_autograd.graph import to_dot, topological_order
+from scalar_autograd.modes import detect_anomaly, is_grad_enabled, no_grad
+from scalar_autograd.value import Value, ValueLike, as_value, zero_grad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Value", "ValueLike", "as_value", "zero_grad", "no_grad", "is_grad_enabled",
+    "detect_anomaly", "to_dot", "topological_order", "__version__",
+    *_functional_all,
+]
