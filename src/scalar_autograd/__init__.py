@@ -12,7 +12,14 @@ Example:
 from scalar_autograd.functional import *  # noqa: F403
 from scalar_autograd.functional import __all__ as _functional_all
 from scalar_autograd.graph import to_dot, topological_order
+from scalar_autograd.jit import (
+    CompiledFunction,
+    apply_compiled_gradients,
+    compile,
+    compile_gradient_function,
+)
 from scalar_autograd.modes import detect_anomaly, is_grad_enabled, no_grad
+from scalar_autograd.testing import check_grads
 from scalar_autograd.value import Value, ValueLike, as_value, zero_grad
 
 __version__ = "0.1.0"
@@ -20,5 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Value", "ValueLike", "as_value", "zero_grad", "no_grad", "is_grad_enabled",
     "detect_anomaly", "to_dot", "topological_order", "__version__",
+    "check_grads",
+    "compile", "CompiledFunction", "compile_gradient_function", "apply_compiled_gradients",
     *_functional_all,
 ]

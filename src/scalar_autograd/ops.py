@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from scalar_autograd import numerics as nx
@@ -80,7 +80,9 @@ class Op:
     method: str | None = ""
     """Name of the ``Value`` method (defaults to ``name``; ``None`` for n-ary ops)."""
     category: str = "arithmetic"
-    extra: dict[str, Any] = field(default_factory=dict)
+    zero_partials: tuple[bool, ...] = ()
+    """Per argument: is the partial the literal 0.0 whatever the inputs? (Filled in
+    below by probing the rule; such arguments receive no gradient contribution.)"""
 
     def __post_init__(self) -> None:
         if not self.function:
@@ -383,3 +385,28 @@ def op(name: str) -> Op:
         KeyError: if there is no such op.
     """
     return OPS_BY_NAME[name]
+
+
+# --------------------------------------------------------------------------- structural zeros
+
+
+class _Symbol:
+    """An opaque operand: arithmetic on it yields another symbol."""
+
+    def _any(self, *args: Any) -> _Symbol:
+        return self
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __neg__ = _any
+
+
+def _structural_zeros(op: Op) -> tuple[bool, ...]:
+    """Which partials are the literal 0.0 whatever the arguments (probed symbolically)."""
+    symbolic = Algebra("symbols", {name: (lambda *a: _Symbol()) for name in OPS_BY_NAME})
+    n = 3 if op.arity == VARIADIC else op.arity
+    partials = op.partials(symbolic, *[_Symbol() for _ in range(n)], out=_Symbol())
+    return tuple(isinstance(p, float) and p == 0.0 for p in partials)
+
+
+for _op in OPS:
+    object.__setattr__(_op, "zero_partials", _structural_zeros(_op))
+del _op

@@ -177,17 +177,19 @@ class Value:
                 continue
             g = node.grad
             args = node.args
+            zeros = op.zero_partials
             if len(args) == 2:
                 a, b = args
                 pa, pb = op.partials(floats, a.data, b.data, out=node.data)
-                if a.requires_grad:
+                if a.requires_grad and not zeros[0]:
                     a.grad += g * pa
-                if b.requires_grad:
+                if b.requires_grad and not zeros[1]:
                     b.grad += g * pb
             else:
                 partials = op.partials(floats, *[a.data for a in args], out=node.data)
-                for arg, p in zip(args, partials):
-                    if arg.requires_grad:
+                variadic = op.arity == _ops.VARIADIC
+                for k, (arg, p) in enumerate(zip(args, partials)):
+                    if arg.requires_grad and not zeros[0 if variadic else k]:
                         arg.grad += g * p
             if anomaly:
                 _check_backward_anomaly(op, args, g)

@@ -1,0 +1,327 @@
+"""The native backend: a lowered Program becomes textual LLVM IR, compiled by llvmlite.
+
+The IR text is written directly (f-strings; it can be printed and diffed). Large
+programs are split into functions of at most :data:`CHUNK` instructions, called in
+order by the kernel; only values live across chunks go through memory (the caller's
+scratch buffer). The optimisation level is chosen by size, because LLVM's code
+generation is superlinear in function size. libm functions are called by their C
+names, so results match Python's ``math`` (and the Python backend) to the ulp in
+practice; generated code contains only numbered values and numeric constants.
+
+Calls go through ctypes with the GIL released. :meth:`LLVMKernel.bind` compiles a tiny
+wrapper with the buffer addresses baked in, so a call takes no arguments at all.
+
+Example:
+    >>> import numpy as np, scalar_autograd as sa
+    >>> from scalar_autograd.jit.trace import trace
+    >>> x = sa.Value(0.0)
+    >>> program, _ = trace([x * x + 1.0], [x])
+    >>> k = LLVMBackend().compile(program)
+    >>> val = np.zeros(1); k.run(np.array([3.0]), np.zeros(0), val, np.zeros(0), np.zeros(0))
+    >>> val[0]
+    10.0
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+import threading
+from collections.abc import Callable
+from itertools import count
+from typing import Any
+
+import numpy as np
+
+from scalar_autograd.backends.base import BackendError
+from scalar_autograd.jit.ir import Program
+from scalar_autograd.ops import OPS_BY_NAME
+
+try:  # llvmlite is a core dependency, but say clearly what to do if it is missing
+    import llvmlite.binding as _llvm
+except ImportError:  # pragma: no cover - exercised only without llvmlite
+    _llvm = None
+
+CHUNK = 2000
+"""Most instructions in one generated function."""
+
+_FCMP = {"==": "oeq", "!=": "une", ">": "ogt", "<": "olt", ">=": "oge", "<=": "ole"}
+_BINARY = {"-": "fsub", "*": "fmul", "/": "fdiv"}
+_INTRINSIC = {
+    "sqrt": ("llvm.sqrt.f64", 1), "fabs": ("llvm.fabs.f64", 1),
+    "floor": ("llvm.floor.f64", 1), "ceil": ("llvm.ceil.f64", 1),
+    "round": ("llvm.round.f64", 1), "trunc": ("llvm.trunc.f64", 1),
+    "copysign": ("llvm.copysign.f64", 2),
+}
+_LIBM_ARITY = {"atan2": 2, "pow": 2}
+_pack = struct.Struct("<d").pack
+_unpack_q = struct.Struct("<Q").unpack
+
+_init_lock = threading.Lock()
+_initialised = False
+
+
+def available() -> bool:
+    """Whether llvmlite imports."""
+    return _llvm is not None
+
+
+def _ensure_llvm() -> Any:
+    global _initialised
+    if _llvm is None:
+        raise ImportError(
+            "the llvm backend needs llvmlite: pip install llvmlite "
+            "(or use backend='python')"
+        )
+    with _init_lock:
+        if not _initialised:
+            _llvm.initialize_native_target()
+            _llvm.initialize_native_asmprinter()
+            _initialised = True
+    return _llvm
+
+
+def _const(value: float) -> str:
+    return f"0x{_unpack_q(_pack(value))[0]:016X}"
+
+
+def opt_level(n_instructions: int) -> int:
+    """O2 below 10^4 instructions, O1 below 10^5, O0 above."""
+    if n_instructions < 10_000:
+        return 2
+    if n_instructions < 100_000:
+        return 1
+    return 0
+
+
+def generate(program: Program) -> tuple[str, int]:
+    """LLVM IR text for ``kernel`` and ``batch``; also the scratch size in doubles."""
+    nodes = program.nodes
+    n_params, nv = program.n_params, program.n_values
+    # chunk assignment: op nodes in order, CHUNK per function
+    chunk_of = [-1] * len(nodes)
+    n_chunks = 0
+    in_chunk = 0
+    for i, (kind, _) in enumerate(nodes):
+        if kind in ("input", "const"):
+            continue
+        if in_chunk == CHUNK:
+            n_chunks += 1
+            in_chunk = 0
+        chunk_of[i] = n_chunks
+        in_chunk += 1
+    n_chunks += 1
+    # values used in a later chunk go through scratch
+    scratch_slot: dict[int, int] = {}
+    for i, (kind, payload) in enumerate(nodes):
+        if kind in ("input", "const"):
+            continue
+        for a in payload:
+            if chunk_of[a] >= 0 and chunk_of[a] != chunk_of[i] and a not in scratch_slot:
+                scratch_slot[a] = len(scratch_slot)
+    # outputs are stored by the chunk that defines them (inputs/consts: by chunk 0)
+    stores: list[list[tuple[int, str, int]]] = [[] for _ in range(n_chunks)]
+    for k, o in enumerate(program.outputs):
+        target, index = ("val", k) if k < nv else ("der", k - nv)
+        stores[max(chunk_of[o], 0)].append((o, target, index))
+
+    declarations: set[str] = set()
+    out: list[str] = []
+
+    def operand(a: int, local: dict[int, str]) -> str:
+        kind, payload = nodes[a]
+        if kind == "const":
+            return _const(payload)
+        return local[a]
+
+    for c in range(n_chunks):
+        body: list[str] = []
+        local: dict[int, str] = {}
+        tmp = count()
+
+        def load(a: int, body: list[str] = body, local: dict[int, str] = local) -> None:
+            if a in local or nodes[a][0] == "const":
+                return
+            kind, payload = nodes[a]
+            name = f"%l{a}"
+            if kind == "input":
+                base, idx = ("%x", payload) if payload < n_params else ("%u", payload - n_params)
+            else:
+                base, idx = "%s", scratch_slot[a]
+            body.append(f"  {name}.p = getelementptr inbounds double, ptr {base}, i64 {idx}")
+            body.append(f"  {name} = load double, ptr {name}.p")
+            local[a] = name
+
+        for i, (kind, payload) in enumerate(nodes):
+            if chunk_of[i] != c:
+                continue
+            for a in payload:
+                load(a)
+            args = [operand(a, local) for a in payload]
+            name = f"%v{i}"
+            lowering = OPS_BY_NAME[kind].lower
+            sym = lowering.symbol
+            if lowering.kind == "infix":
+                if sym == "+":
+                    acc = args[0]
+                    for j, b in enumerate(args[1:]):
+                        dst = name if j == len(args) - 2 else f"%t{i}.{next(tmp)}"
+                        body.append(f"  {dst} = fadd double {acc}, {b}")
+                        acc = dst
+                elif sym in _BINARY:
+                    body.append(f"  {name} = {_BINARY[sym]} double {args[0]}, {args[1]}")
+                elif sym == "neg":
+                    body.append(f"  {name} = fneg double {args[0]}")
+                elif sym == "select":
+                    body.append(f"  {name}.c = fcmp une double {args[0]}, 0.0")
+                    body.append(f"  {name} = select i1 {name}.c, double {args[1]}, "
+                                f"double {args[2]}")
+                elif sym in _FCMP:
+                    body.append(f"  {name}.c = fcmp {_FCMP[sym]} double {args[0]}, {args[1]}")
+                    body.append(f"  {name} = uitofp i1 {name}.c to double")
+                else:
+                    raise ValueError(f"unknown infix symbol {sym!r} of op {kind}")
+            elif lowering.kind == "call":
+                if sym == "fmod":
+                    body.append(f"  {name} = frem double {args[0]}, {args[1]}")
+                else:
+                    fn, arity = _INTRINSIC.get(sym, (sym, _LIBM_ARITY.get(sym, 1)))
+                    params = ", ".join(["double"] * arity)
+                    declarations.add(f"declare double @{fn}({params})")
+                    call_args = ", ".join(f"double {a}" for a in args)
+                    body.append(f"  {name} = call double @{fn}({call_args})")
+            else:
+                raise ValueError(f"op {kind} must be lowered before code generation")
+            local[i] = name
+            if i in scratch_slot:
+                body.append(f"  {name}.s = getelementptr inbounds double, ptr %s, "
+                            f"i64 {scratch_slot[i]}")
+                body.append(f"  store double {name}, ptr {name}.s")
+        for j, (o, target, index) in enumerate(stores[c]):
+            load(o)
+            body.append(f"  %o{j} = getelementptr inbounds double, ptr %{target}, i64 {index}")
+            body.append(f"  store double {operand(o, local)}, ptr %o{j}")
+        out.append(f"define internal void @chunk{c}(ptr noalias %x, ptr noalias %u, "
+                   f"ptr noalias %val, ptr noalias %der, ptr noalias %s) "
+                   f"{'noinline ' if n_chunks > 1 else ''}nounwind {{")
+        out.append("entry:")
+        out.extend(body)
+        out.append("  ret void")
+        out.append("}")
+
+    calls = "\n".join(
+        f"  call void @chunk{c}(ptr %x, ptr %u, ptr %val, ptr %der, ptr %s)"
+        for c in range(n_chunks)
+    )
+    nx, nu, nd = n_params, program.n_inputs, len(program.outputs) - nv
+    out.append(f"""define void @kernel(ptr %x, ptr %u, ptr %val, ptr %der, ptr %s) nounwind {{
+entry:
+{calls}
+  ret void
+}}
+
+define void @batch(i64 %n, ptr %X, ptr %U, ptr %V, ptr %D, ptr %s) nounwind {{
+entry:
+  %empty = icmp sle i64 %n, 0
+  br i1 %empty, label %done, label %loop
+loop:
+  %i = phi i64 [ 0, %entry ], [ %next, %loop ]
+  %ix = mul i64 %i, {nx}
+  %iu = mul i64 %i, {nu}
+  %iv = mul i64 %i, {nv}
+  %id = mul i64 %i, {nd}
+  %px = getelementptr inbounds double, ptr %X, i64 %ix
+  %pu = getelementptr inbounds double, ptr %U, i64 %iu
+  %pv = getelementptr inbounds double, ptr %V, i64 %iv
+  %pd = getelementptr inbounds double, ptr %D, i64 %id
+  call void @kernel(ptr %px, ptr %pu, ptr %pv, ptr %pd, ptr %s)
+  %next = add i64 %i, 1
+  %more = icmp slt i64 %next, %n
+  br i1 %more, label %loop, label %done
+done:
+  ret void
+}}""")
+    text = "; generated by scalar_autograd\n" + "\n".join(sorted(declarations)) + "\n\n"
+    return text + "\n".join(out) + "\n", len(scratch_slot)
+
+
+_KERNEL_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                             ctypes.c_void_p, ctypes.c_void_p)
+_BATCH_T = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+_BOUND_T = ctypes.CFUNCTYPE(None)
+
+
+def _addr(a: np.ndarray) -> int:
+    return int(a.ctypes.data)
+
+
+class LLVMKernel:
+    """Native code for one program, owned by its own MCJIT engine."""
+
+    backend = "llvm"
+
+    def __init__(self, program: Program) -> None:
+        llvm = _ensure_llvm()
+        self.program = program
+        self.source, self.n_scratch = generate(program)
+        level = opt_level(program.n_instructions)
+        try:
+            module = llvm.parse_assembly(self.source)
+            module.verify()
+            target = llvm.Target.from_default_triple()
+            self._tm = target.create_target_machine(
+                cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+                opt=level)
+            if level > 0:
+                pto = llvm.create_pipeline_tuning_options(speed_level=level)
+                builder = llvm.create_pass_builder(self._tm, pto)
+                builder.getModulePassManager().run(module, builder)
+            self._engine = llvm.create_mcjit_compiler(module, self._tm)
+            self._engine.finalize_object()
+        except RuntimeError as exc:
+            raise BackendError(f"llvm backend could not compile the kernel: {exc}",
+                               self.source) from exc
+        self._kernel = _KERNEL_T(self._engine.get_function_address("kernel"))
+        self._batch = _BATCH_T(self._engine.get_function_address("batch"))
+        self._bound = count()
+        self._bind_lock = threading.Lock()
+
+    def run(self, x: np.ndarray, u: np.ndarray, val: np.ndarray, der: np.ndarray,
+            scratch: np.ndarray) -> None:
+        self._kernel(_addr(x), _addr(u), _addr(val), _addr(der), _addr(scratch))
+
+    def run_batch(self, X: np.ndarray, U: np.ndarray, V: np.ndarray, D: np.ndarray,
+                  scratch: np.ndarray) -> None:
+        self._batch(X.shape[0], _addr(X), _addr(U), _addr(V), _addr(D), _addr(scratch))
+
+    def bind(self, x: np.ndarray, u: np.ndarray, val: np.ndarray, der: np.ndarray,
+             scratch: np.ndarray) -> Callable[[], None]:
+        """A zero-argument native function with these buffers' addresses baked in.
+
+        The returned callable keeps the buffers (and this kernel) alive.
+        """
+        llvm = _ensure_llvm()
+        with self._bind_lock:
+            name = f"bound{next(self._bound)}"
+            ptrs = ", ".join(f"ptr inttoptr (i64 {_addr(a)} to ptr)"
+                             for a in (x, u, val, der, scratch))
+            text = (f"declare void @kernel(ptr, ptr, ptr, ptr, ptr)\n"
+                    f"define void @{name}() nounwind {{\n  call void @kernel({ptrs})\n"
+                    f"  ret void\n}}\n")
+            module = llvm.parse_assembly(text)
+            self._engine.add_module(module)
+            self._engine.finalize_object()
+            fn = _BOUND_T(self._engine.get_function_address(name))
+        fn.keep_alive = (self, x, u, val, der, scratch)  # type: ignore[attr-defined]
+        return fn  # type: ignore[no-any-return]
+
+
+class LLVMBackend:
+    """Backend name ``"llvm"``."""
+
+    name = "llvm"
+
+    def compile(self, program: Program) -> LLVMKernel:
+        """Generate LLVM IR for ``program`` and compile it to native code."""
+        return LLVMKernel(program)

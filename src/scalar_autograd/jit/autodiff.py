@@ -1,0 +1,128 @@
+"""Reverse and forward mode on a Program, from the op table's ``partials`` rules.
+
+The derivative of a program is another program: the rules run on the IR algebra, so
+gradient code is more IR, hash-consed and folded like the rest. Contributions through
+an argument whose partial is structurally zero (comparisons, ``floor``, ``where``'s
+condition, ...) are left out, exactly as eager ``backward()`` does.
+
+Example:
+    >>> import scalar_autograd as sa
+    >>> from scalar_autograd.jit.trace import trace
+    >>> x = sa.Value(3.0)
+    >>> program, _ = trace([x * x], [x])
+    >>> grad = reverse(program)
+    >>> grad.n_values, grad.n_derivs
+    (1, 1)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scalar_autograd.jit.ir import Builder, Program, Var, ir_algebra
+from scalar_autograd.ops import OPS_BY_NAME
+
+
+def _copy_primal(program: Program) -> tuple[Builder, list[int], list[bool]]:
+    """Re-emit ``program`` in a new builder; also which nodes depend on a param."""
+    builder = Builder(program.n_params, program.n_inputs)
+    ids: list[int] = []
+    active: list[bool] = []
+    for kind, payload in program.nodes:
+        if kind == "input":
+            ids.append(builder.input(payload))
+            active.append(payload < program.n_params)
+        elif kind == "const":
+            ids.append(builder.const(payload))
+            active.append(False)
+        else:
+            ids.append(builder.emit(kind, tuple(ids[a] for a in payload)))
+            active.append(any(active[a] for a in payload))
+    return builder, ids, active
+
+
+def _partials(m: Any, builder: Builder, kind: str, args: list[int], out: int) -> tuple[Any, ...]:
+    op = OPS_BY_NAME[kind]
+    return op.partials(m, *[Var(builder, a) for a in args], out=Var(builder, out))
+
+
+def reverse(program: Program) -> Program:
+    """Values and Jacobian (row-major, one row per value output) by reverse mode.
+
+    One backward sweep per value output; best when outputs are few.
+    """
+    builder, ids, active = _copy_primal(program)
+    m = ir_algebra(builder)
+    nodes = program.nodes
+    n_params = program.n_params
+    param_node = {payload: i for i, (kind, payload) in enumerate(nodes)
+                  if kind == "input" and payload < n_params}
+    derivs: list[int] = []
+    for out in program.outputs[: program.n_values]:
+        adjoint: dict[int, Any] = {}
+        if active[out]:
+            adjoint[out] = 1.0
+        for i in range(out, -1, -1):
+            g = adjoint.pop(i, None)
+            if g is None:
+                continue
+            kind, payload = nodes[i]
+            if kind in ("input", "const"):
+                adjoint[i] = g  # keep the param's adjoint
+                continue
+            op = OPS_BY_NAME[kind]
+            args = [ids[a] for a in payload]
+            partials = _partials(m, builder, kind, args, ids[i])
+            zeros = op.zero_partials
+            for k, a in enumerate(payload):
+                if not active[a] or zeros[k if k < len(zeros) else -1]:
+                    continue
+                contribution = g * partials[k]
+                previous = adjoint.get(a)
+                adjoint[a] = contribution if previous is None else previous + contribution
+        for p in range(n_params):
+            g = adjoint.get(param_node[p])
+            derivs.append(builder.lift(g) if g is not None else builder.const(0.0))
+    values = [ids[o] for o in program.outputs[: program.n_values]]
+    return builder.build(values + derivs, program.n_values)
+
+
+def forward(program: Program) -> Program:
+    """Values and Jacobian (row-major) by forward mode: one tangent sweep per param.
+
+    Best when there are more outputs than params.
+    """
+    builder, ids, active = _copy_primal(program)
+    m = ir_algebra(builder)
+    nodes = program.nodes
+    n_params = program.n_params
+    columns: list[list[int]] = []
+    for p in range(n_params):
+        tangent: list[Any] = [None] * len(nodes)
+        for i, (kind, payload) in enumerate(nodes):
+            if kind == "input":
+                if payload == p:
+                    tangent[i] = 1.0
+                continue
+            if kind == "const" or not active[i]:
+                continue
+            op = OPS_BY_NAME[kind]
+            if not any(tangent[a] is not None for a in payload):
+                continue
+            partials = _partials(m, builder, kind, [ids[a] for a in payload], ids[i])
+            zeros = op.zero_partials
+            total: Any = None
+            for k, a in enumerate(payload):
+                t = tangent[a]
+                if t is None or zeros[k if k < len(zeros) else -1]:
+                    continue
+                term = partials[k] * t
+                total = term if total is None else total + term
+            tangent[i] = total
+        columns.append([
+            builder.lift(tangent[o]) if tangent[o] is not None else builder.const(0.0)
+            for o in program.outputs[: program.n_values]
+        ])
+    derivs = [columns[p][r] for r in range(program.n_values) for p in range(n_params)]
+    values = [ids[o] for o in program.outputs[: program.n_values]]
+    return builder.build(values + derivs, program.n_values)
