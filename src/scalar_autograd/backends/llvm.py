@@ -42,7 +42,7 @@ try:  # llvmlite is a core dependency, but say clearly what to do if it is missi
 except ImportError:  # pragma: no cover - exercised only without llvmlite
     _llvm = None
 
-CHUNK = 2000
+CHUNK = int(__import__("os").environ.get("SA_CHUNK", 2000))
 """Most instructions in one generated function."""
 
 _FCMP = {"==": "oeq", "!=": "une", ">": "ogt", "<": "olt", ">=": "oge", "<=": "ole"}
@@ -100,17 +100,15 @@ def generate(program: Program) -> tuple[str, int]:
     n_params, nv = program.n_params, program.n_values
     # chunk assignment: op nodes in order, CHUNK per function
     chunk_of = [-1] * len(nodes)
-    n_chunks = 0
-    in_chunk = 0
+    members: list[list[int]] = [[]]
     for i, (kind, _) in enumerate(nodes):
         if kind in ("input", "const"):
             continue
-        if in_chunk == CHUNK:
-            n_chunks += 1
-            in_chunk = 0
-        chunk_of[i] = n_chunks
-        in_chunk += 1
-    n_chunks += 1
+        if len(members[-1]) == CHUNK:
+            members.append([])
+        chunk_of[i] = len(members) - 1
+        members[-1].append(i)
+    n_chunks = len(members)
     # values used in a later chunk go through scratch
     scratch_slot: dict[int, int] = {}
     for i, (kind, payload) in enumerate(nodes):
@@ -152,9 +150,8 @@ def generate(program: Program) -> tuple[str, int]:
             body.append(f"  {name} = load double, ptr {name}.p")
             local[a] = name
 
-        for i, (kind, payload) in enumerate(nodes):
-            if chunk_of[i] != c:
-                continue
+        for i in members[c]:
+            kind, payload = nodes[i]
             for a in payload:
                 load(a)
             args = [operand(a, local) for a in payload]

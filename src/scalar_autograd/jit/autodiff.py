@@ -19,26 +19,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from scalar_autograd.jit.ir import Builder, Program, Var, ir_algebra
-from scalar_autograd.ops import OPS_BY_NAME
+from scalar_autograd.jit.ir import Builder, Program, Var, copy_program, ir_algebra
+from scalar_autograd.ops import OPS_BY_NAME, Algebra
 
 
-def _copy_primal(program: Program) -> tuple[Builder, list[int], list[bool]]:
+def _copy_primal(program: Program, lower: bool) -> tuple[Builder, Algebra, list[int],
+                                                          list[bool]]:
     """Re-emit ``program`` in a new builder; also which nodes depend on a param."""
     builder = Builder(program.n_params, program.n_inputs)
-    ids: list[int] = []
+    m = ir_algebra(builder, expand=(lambda name: True) if lower else None)
+    ids = copy_program(builder, program, m if lower else None)
+    n_params = program.n_params
     active: list[bool] = []
     for kind, payload in program.nodes:
         if kind == "input":
-            ids.append(builder.input(payload))
-            active.append(payload < program.n_params)
+            active.append(payload < n_params)
         elif kind == "const":
-            ids.append(builder.const(payload))
             active.append(False)
         else:
-            ids.append(builder.emit(kind, tuple(ids[a] for a in payload)))
-            active.append(any(active[a] for a in payload))
-    return builder, ids, active
+            active.append(any([active[a] for a in payload]))
+    return builder, m, ids, active
 
 
 def _partials(m: Any, builder: Builder, kind: str, args: list[int], out: int) -> tuple[Any, ...]:
@@ -46,13 +46,13 @@ def _partials(m: Any, builder: Builder, kind: str, args: list[int], out: int) ->
     return op.partials(m, *[Var(builder, a) for a in args], out=Var(builder, out))
 
 
-def reverse(program: Program) -> Program:
+def reverse(program: Program, lower: bool = False) -> Program:
     """Values and Jacobian (row-major, one row per value output) by reverse mode.
 
-    One backward sweep per value output; best when outputs are few.
+    One backward sweep per value output; best when outputs are few. With ``lower``,
+    the result is emitted with expansions already lowered (one pass instead of two).
     """
-    builder, ids, active = _copy_primal(program)
-    m = ir_algebra(builder)
+    builder, m, ids, active = _copy_primal(program, lower)
     nodes = program.nodes
     n_params = program.n_params
     param_node = {payload: i for i, (kind, payload) in enumerate(nodes)
@@ -87,13 +87,12 @@ def reverse(program: Program) -> Program:
     return builder.build(values + derivs, program.n_values)
 
 
-def forward(program: Program) -> Program:
+def forward(program: Program, lower: bool = False) -> Program:
     """Values and Jacobian (row-major) by forward mode: one tangent sweep per param.
 
-    Best when there are more outputs than params.
+    Best when there are more outputs than params. ``lower`` as for :func:`reverse`.
     """
-    builder, ids, active = _copy_primal(program)
-    m = ir_algebra(builder)
+    builder, m, ids, active = _copy_primal(program, lower)
     nodes = program.nodes
     n_params = program.n_params
     columns: list[list[int]] = []

@@ -87,7 +87,7 @@ class _Entry:
                 if self._deriv is None:
                     p = self.program
                     mode = autodiff.reverse if p.n_values <= p.n_params else autodiff.forward
-                    self._deriv = get_backend(self.backend).compile(lower(mode(p)))
+                    self._deriv = get_backend(self.backend).compile(mode(p, lower=True))
         return self._deriv
 
 

@@ -102,6 +102,20 @@ class Builder:
         self._index: dict[Any, int] = {}
         self.constants: dict[int, float] = {}
 
+    @classmethod
+    def from_program(cls, program: Program) -> Builder:
+        """A builder already holding ``program``'s nodes (same ids), ready to extend."""
+        b = cls(program.n_params, program.n_inputs)
+        b.nodes = list(program.nodes)
+        index = b._index
+        for i, (kind, payload) in enumerate(b.nodes):
+            if kind == "const":
+                index[("const", _pack(payload))] = i
+                b.constants[i] = payload
+            else:
+                index[(kind, payload)] = i
+        return b
+
     # ------------------------------------------------------------------ leaves
     def input(self, slot: int) -> int:
         """The node reading runtime argument ``slot``."""
@@ -137,14 +151,25 @@ class Builder:
     def emit(self, name: str, args: tuple[int, ...]) -> int:
         """Emit op ``name`` on node ids ``args``; may return an existing node."""
         consts = self.constants
-        if all(a in consts for a in args):
+        for a in args:
+            if a not in consts:
+                break
+        else:
             return self.const(OPS_BY_NAME[name].eval(*[consts[a] for a in args]))
-        simplified = self._simplify(name, args)
-        if simplified is not None:
-            return simplified
-        if name in COMMUTATIVE and args[0] > args[1]:
-            args = (args[1], args[0])
-        return self._intern((name, args), (name, args))
+        if name in _SIMPLIFIABLE:
+            simplified = self._simplify(name, args)
+            if simplified is not None:
+                return simplified
+            if name in COMMUTATIVE and args[0] > args[1]:
+                args = (args[1], args[0])
+        key = (name, args)
+        found = self._index.get(key)
+        if found is not None:
+            return found
+        i = len(self.nodes)
+        self.nodes.append(key)
+        self._index[key] = i
+        return i
 
     def _simplify(self, name: str, args: tuple[int, ...]) -> int | None:
         c = self.constants.get
@@ -194,6 +219,7 @@ class Builder:
 
 _NEG_ZERO = _pack(-0.0)
 _POS_ZERO = _pack(0.0)
+_SIMPLIFIABLE = frozenset({"mul", "add", "sub", "div", "neg", "where", "sum", "eq", "ne"})
 
 
 def dead_code_elimination(program: Program) -> Program:
@@ -304,7 +330,10 @@ def ir_algebra(
         def emit(*args: Any) -> Var:
             if op.arity != VARIADIC and len(args) != op.arity:
                 raise TypeError(f"{name} takes {op.arity} arguments; got {len(args)}")
-            return Var(builder, builder.emit(name, tuple(builder.lift(a) for a in args)))
+            ids = tuple([builder.lift(a) for a in args])
+            if expand is not None and name == "sum" and len(ids) > MAX_SUM_ARITY:
+                return Var(builder, split_sum(builder, ids))
+            return Var(builder, builder.emit(name, ids))
 
         return emit
 
@@ -313,3 +342,45 @@ def ir_algebra(
     for name, fn in functions.items():
         setattr(algebra, name, fn)
     return algebra
+
+
+MAX_SUM_ARITY = 64
+"""When lowering, n-ary sums longer than this become a left fold of shorter sums."""
+
+
+def split_sum(builder: Builder, ids: tuple[int, ...]) -> int:
+    """Emit a long sum as chained sums of at most :data:`MAX_SUM_ARITY` terms.
+
+    Each chunk continues the previous partial sum, so the left-to-right rounding (and
+    every bit of the result) is unchanged, while native code and the VM see short
+    instructions.
+    """
+    acc = builder.emit("sum", ids[:MAX_SUM_ARITY])
+    for start in range(MAX_SUM_ARITY, len(ids), MAX_SUM_ARITY - 1):
+        acc = builder.emit("sum", (acc, *ids[start:start + MAX_SUM_ARITY - 1]))
+    return acc
+
+
+def copy_program(builder: Builder, program: Program, m: Algebra | None = None) -> list[int]:
+    """Emit every node of ``program`` into ``builder``; returns the new id of each node.
+
+    With an algebra ``m`` made by :func:`ir_algebra` with ``expand``, ops are emitted
+    through it, so expansions are lowered on the way.
+    """
+    ids: list[int] = []
+    append = ids.append
+    emit = builder.emit
+    for kind, payload in program.nodes:
+        if kind == "input":
+            append(builder.input(payload))
+        elif kind == "const":
+            append(builder.const(payload))
+        elif m is None:
+            append(emit(kind, tuple([ids[a] for a in payload])))
+        elif OPS_BY_NAME[kind].lower.kind == "expand" or (
+                kind == "sum" and len(payload) > MAX_SUM_ARITY):
+            result = getattr(m, kind)(*[Var(builder, ids[a]) for a in payload])
+            append(builder.lift(result))
+        else:
+            append(emit(kind, tuple([ids[a] for a in payload])))
+    return ids
