@@ -94,6 +94,45 @@ def opt_level(n_instructions: int) -> int:
     return 0
 
 
+def instruction(kind: str, name: str, args: list[str], declarations: set[str],
+                temp: str) -> list[str]:
+    """LLVM IR lines computing op ``kind`` of operands ``args`` into SSA value ``name``.
+
+    ``declarations`` collects the libm/intrinsic declarations needed; ``temp`` prefixes
+    intermediate names (n-ary sums).
+    """
+    lowering = OPS_BY_NAME[kind].lower
+    sym = lowering.symbol
+    if lowering.kind == "infix":
+        if sym == "+":
+            lines = []
+            acc = args[0]
+            for j, b in enumerate(args[1:]):
+                dst = name if j == len(args) - 2 else f"{temp}{j}"
+                lines.append(f"  {dst} = fadd double {acc}, {b}")
+                acc = dst
+            return lines
+        if sym in _BINARY:
+            return [f"  {name} = {_BINARY[sym]} double {args[0]}, {args[1]}"]
+        if sym == "neg":
+            return [f"  {name} = fneg double {args[0]}"]
+        if sym == "select":
+            return [f"  {name}.c = fcmp une double {args[0]}, 0.0",
+                    f"  {name} = select i1 {name}.c, double {args[1]}, double {args[2]}"]
+        if sym in _FCMP:
+            return [f"  {name}.c = fcmp {_FCMP[sym]} double {args[0]}, {args[1]}",
+                    f"  {name} = uitofp i1 {name}.c to double"]
+        raise ValueError(f"unknown infix symbol {sym!r} of op {kind}")
+    if lowering.kind == "call":
+        if sym == "fmod":
+            return [f"  {name} = frem double {args[0]}, {args[1]}"]
+        fn, arity = _INTRINSIC.get(sym, (sym, _LIBM_ARITY.get(sym, 1)))
+        declarations.add(f"declare double @{fn}({', '.join(['double'] * arity)})")
+        call_args = ", ".join(f"double {a}" for a in args)
+        return [f"  {name} = call double @{fn}({call_args})"]
+    raise ValueError(f"op {kind} must be lowered before code generation")
+
+
 def generate(program: Program) -> tuple[str, int]:
     """LLVM IR text for ``kernel`` and ``batch``; also the scratch size in doubles."""
     nodes = program.nodes
@@ -135,7 +174,6 @@ def generate(program: Program) -> tuple[str, int]:
     for c in range(n_chunks):
         body: list[str] = []
         local: dict[int, str] = {}
-        tmp = count()
 
         def load(a: int, body: list[str] = body, local: dict[int, str] = local) -> None:
             if a in local or nodes[a][0] == "const":
@@ -156,39 +194,7 @@ def generate(program: Program) -> tuple[str, int]:
                 load(a)
             args = [operand(a, local) for a in payload]
             name = f"%v{i}"
-            lowering = OPS_BY_NAME[kind].lower
-            sym = lowering.symbol
-            if lowering.kind == "infix":
-                if sym == "+":
-                    acc = args[0]
-                    for j, b in enumerate(args[1:]):
-                        dst = name if j == len(args) - 2 else f"%t{i}.{next(tmp)}"
-                        body.append(f"  {dst} = fadd double {acc}, {b}")
-                        acc = dst
-                elif sym in _BINARY:
-                    body.append(f"  {name} = {_BINARY[sym]} double {args[0]}, {args[1]}")
-                elif sym == "neg":
-                    body.append(f"  {name} = fneg double {args[0]}")
-                elif sym == "select":
-                    body.append(f"  {name}.c = fcmp une double {args[0]}, 0.0")
-                    body.append(f"  {name} = select i1 {name}.c, double {args[1]}, "
-                                f"double {args[2]}")
-                elif sym in _FCMP:
-                    body.append(f"  {name}.c = fcmp {_FCMP[sym]} double {args[0]}, {args[1]}")
-                    body.append(f"  {name} = uitofp i1 {name}.c to double")
-                else:
-                    raise ValueError(f"unknown infix symbol {sym!r} of op {kind}")
-            elif lowering.kind == "call":
-                if sym == "fmod":
-                    body.append(f"  {name} = frem double {args[0]}, {args[1]}")
-                else:
-                    fn, arity = _INTRINSIC.get(sym, (sym, _LIBM_ARITY.get(sym, 1)))
-                    params = ", ".join(["double"] * arity)
-                    declarations.add(f"declare double @{fn}({params})")
-                    call_args = ", ".join(f"double {a}" for a in args)
-                    body.append(f"  {name} = call double @{fn}({call_args})")
-            else:
-                raise ValueError(f"op {kind} must be lowered before code generation")
+            body.extend(instruction(kind, name, args, declarations, f"%t{i}."))
             local[i] = name
             if i in scratch_slot:
                 body.append(f"  {name}.s = getelementptr inbounds double, ptr %s, "
@@ -257,6 +263,7 @@ class LLVMKernel:
     """Native code for one program, owned by its own MCJIT engine."""
 
     backend = "llvm"
+    mode = "native"
 
     def __init__(self, program: Program) -> None:
         llvm = _ensure_llvm()
@@ -314,11 +321,19 @@ class LLVMKernel:
         return fn  # type: ignore[no-any-return]
 
 
+VM_THRESHOLD = 20_000
+"""Programs with more instructions run on the tape VM instead of native code."""
+
+
 class LLVMBackend:
-    """Backend name ``"llvm"``."""
+    """Backend name ``"llvm"``: native code, or the native tape VM for huge programs."""
 
     name = "llvm"
 
-    def compile(self, program: Program) -> LLVMKernel:
-        """Generate LLVM IR for ``program`` and compile it to native code."""
+    def compile(self, program: Program) -> Any:
+        """Native code for ``program``; above :data:`VM_THRESHOLD` instructions, a tape."""
+        if program.n_instructions > VM_THRESHOLD:
+            from scalar_autograd.backends.vm import VMKernel
+
+            return VMKernel(program)
         return LLVMKernel(program)

@@ -7,8 +7,10 @@ from scalar_autograd.jit.compiled import (
     compile_gradient_function,
     compile_program,
 )
+from scalar_autograd.jit.grouping import ResidualGroup, group_residuals
 from scalar_autograd.jit.ir import Builder, Program
 from scalar_autograd.jit.trace import trace
 
 __all__ = ["CompiledFunction", "compile", "compile_program", "compile_gradient_function",
-           "apply_compiled_gradients", "Builder", "Program", "trace"]
+           "apply_compiled_gradients", "Builder", "Program", "trace", "ResidualGroup",
+           "group_residuals"]
