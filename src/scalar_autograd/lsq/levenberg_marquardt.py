@@ -1,0 +1,327 @@
+"""The Levenberg-Marquardt loop on flat float64 oracles ``residuals(x)`` and
+``residuals_and_jacobian(x)``.
+
+Per iteration, with ``J_s, f_s`` the (robust-loss scaled) Jacobian and residuals at the
+current point ``x``, ``g = J_s^T f_s`` the gradient of the cost and ``A = J_s^T J_s``:
+
+1. Marquardt scaling: ``D_j = max over iterations of A_jj`` (the running maximum, as
+   MINPACK's ``diag`` and Ceres), floored at ``eps * max(D)`` so unused parameters stay
+   solvable. The running maximum keeps the damping from collapsing on a column that
+   is momentarily small, which is what makes ill-conditioned problems such as NIST's
+   Hahn1 converge.
+2. Step: ``(A + mu diag(D)) h = -g`` (:mod:`scalar_autograd.lsq.linalg`).
+3. Trial: residuals only at ``x + h`` (never the Jacobian). Gain ratio
+   ``rho = (cost(x) - cost(x + h)) / (L(0) - L(h))`` with the model reduction
+   ``L(0) - L(h) = -(g.h + 0.5 |J_s h|^2)``. A non-finite trial cost counts as a failure.
+4. Nielsen's update: on success (``rho > 1e-4``) accept, re-evaluate residuals and
+   Jacobian, ``mu *= max(1/3, 1 - (2 rho - 1)^3)``, ``nu = 2``; on failure
+   ``mu *= nu``, ``nu *= 2``.
+
+Optionally (``geodesic_acceleration``), the step gets the second-order correction of
+Transtrum & Sethna (2012): ``h = v + a/2`` with ``v`` the step above and ``a`` from the
+second directional derivative of the residuals along ``v`` (one more residual-only
+evaluation), rejected when ``|a|/|v| > 0.75`` in the scaled norm (GSL's ``avmax``).
+
+Termination (scipy's meanings, checked after every trial step):
+
+* ``cost_tolerance`` (ftol): an accepted step whose actual and predicted relative cost
+  reductions are both ``<= cost_tolerance`` (MINPACK's test).
+* ``param_tolerance`` (xtol): ``|sqrt(D) h| <= xtol * (xtol + |sqrt(D) x|)``, the step
+  measured in the Marquardt-scaled norm (MINPACK's ``diag``) so parameters of very
+  different magnitudes are treated alike.
+* ``gradient_tolerance`` (gtol): ``max_j |g_j| / (|f_s| |J_s[:, j]|) <= gtol``, the
+  largest cosine between the residual vector and a column of the Jacobian (MINPACK's
+  and scipy ``method="lm"``'s meaning), checked at every accepted point.
+
+The current point is always the best point found (only decreases are accepted), so
+whatever the status, ``x`` is the best point.
+
+Example:
+    >>> import numpy as np
+    >>> t = np.linspace(0, 1, 20); y = 2.0 * np.exp(-1.5 * t)
+    >>> def rj(x):
+    ...     e = np.exp(-x[1] * t)
+    ...     return x[0] * e - y, np.stack([e, -x[0] * t * e], axis=1)
+    >>> res = levenberg_marquardt(rj, lambda x: rj(x)[0], np.array([1.0, 1.0]))
+    >>> res.success, np.round(res.x, 8).tolist()
+    (True, [2.0, 1.5])
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from scalar_autograd.lsq.linalg import solve_dense, solve_sparse
+from scalar_autograd.lsq.losses import loss_cost, robust_scaling
+from scalar_autograd.lsq.options import SolverOptions
+from scalar_autograd.lsq.result import LeastSquaresResult
+from scalar_autograd.lsq.status import Status
+
+ResidualsFn = Callable[[np.ndarray], np.ndarray]
+ResidualsAndJacobianFn = Callable[[np.ndarray], tuple[np.ndarray, Any]]
+
+MIN_GAIN_RATIO = 1e-4
+"""A trial step is accepted when its gain ratio exceeds this (and its cost is finite)."""
+MAX_DAMPING = 1e32
+"""Past this damping (relative to the Marquardt diagonal) the solver gives up."""
+MIN_DAMPING = 1e-20
+FVV_STEP = 0.1
+"""Finite-difference step (along the unit of the velocity) for geodesic acceleration."""
+MAX_ACCELERATION_RATIO = 0.75
+"""Geodesic acceleration: reject the step when |a| / |v| exceeds this (GSL's ``avmax``)."""
+_EPS = float(np.finfo(float).eps)
+
+
+@dataclass(frozen=True)
+class IterationInfo:
+    """What the ``callback`` receives after every trial step.
+
+    Attributes:
+        iteration: 1-based index of the trial step.
+        x: the current (best) point, a copy.
+        cost: the cost at ``x``.
+        grad_norm: infinity norm of the gradient at ``x``.
+        step_norm: Euclidean norm of the trial step.
+        damping: the damping ``mu`` for the next step.
+        gain_ratio: actual over predicted reduction of the trial step.
+        accepted: whether the trial step was accepted.
+    """
+
+    iteration: int
+    x: np.ndarray
+    cost: float
+    grad_norm: float
+    step_norm: float
+    damping: float
+    gain_ratio: float
+    accepted: bool
+
+
+class _Model:
+    """The Gauss-Newton model at one point: scaled J and f, gradient, normal matrix."""
+
+    def __init__(self, r: np.ndarray, J: Any, opts: SolverOptions) -> None:
+        self.sparse = hasattr(J, "tocsr")
+        self.raw_J = J
+        self.row_scale = None
+        if opts.loss == "linear":
+            Js, fs = J, r
+        else:
+            row_scale, fs = robust_scaling(opts.loss, r, opts.loss_scale)
+            self.row_scale = row_scale
+            if self.sparse:
+                import scipy.sparse as sp
+
+                Js = sp.diags(row_scale) @ J
+            else:
+                Js = J * row_scale[:, None]
+        self.J = Js.tocsr() if self.sparse else Js
+        self.f = fs
+        self.g = np.asarray(Js.T @ fs).ravel()
+        if self.sparse:
+            self.A = (self.J.T @ self.J).tocsr()
+            self.diag = np.asarray(self.A.diagonal())
+        else:
+            self.A = Js.T @ Js
+            self.diag = np.diag(self.A).copy()
+
+    def predicted_reduction(self, h: np.ndarray) -> float:
+        Jh = self.J @ h
+        return -(float(self.g @ h) + 0.5 * float(Jh @ Jh))
+
+    def gradient_cosine(self) -> float:
+        fnorm = float(np.linalg.norm(self.f))
+        if fnorm == 0.0:
+            return 0.0
+        col = np.sqrt(self.diag)
+        used = col > 0
+        if not np.any(used):
+            return 0.0
+        return float(np.max(np.abs(self.g[used]) / (col[used] * fnorm)))
+
+    def finite(self) -> bool:
+        data = self.J.data if self.sparse else self.J
+        return bool(np.all(np.isfinite(data)))
+
+
+def _damped_step(
+    model: _Model, g: np.ndarray, f: np.ndarray, D: np.ndarray, mu: float, solver: str
+) -> np.ndarray:
+    """``-(A + mu D)^-1 g`` with the model's normal matrix."""
+    if model.sparse:
+        return solve_sparse(model.A, g, D, mu, model.J, f, solver)
+    return solve_dense(model.A, g, D, mu, model.J, f)
+
+
+def _acceleration(
+    model: _Model, r: np.ndarray, r_probe: np.ndarray, v: np.ndarray, D: np.ndarray,
+    mu: float, solver: str,
+) -> np.ndarray | None:
+    """Geodesic acceleration ``a`` for the velocity ``v`` (Transtrum & Sethna 2012).
+
+    The second directional derivative of the residuals along ``v`` comes from one
+    extra residual evaluation, ``f_vv = 2/t ((r(x + t v) - r(x))/t - J v)``; then
+    ``(A + mu D) a = -J^T f_vv``. Returns None (reject the step) when ``f_vv`` is not
+    finite or ``|a| / |v| > MAX_ACCELERATION_RATIO`` in the scaled norm.
+    """
+    fvv = (2.0 / FVV_STEP) * ((r_probe - r) / FVV_STEP - np.asarray(model.raw_J @ v))
+    if model.row_scale is not None:
+        fvv = fvv * model.row_scale
+    if not np.all(np.isfinite(fvv)):
+        return None
+    a = _damped_step(model, np.asarray(model.J.T @ fvv).ravel(), fvv, D, mu, solver)
+    sqrt_d = np.sqrt(D)
+    v_norm = float(np.linalg.norm(sqrt_d * v))
+    if v_norm == 0.0 or float(np.linalg.norm(sqrt_d * a)) > MAX_ACCELERATION_RATIO * v_norm:
+        return None
+    return a
+
+
+def levenberg_marquardt(
+    residuals_and_jacobian: ResidualsAndJacobianFn,
+    residuals: ResidualsFn,
+    x0: np.ndarray,
+    options: SolverOptions | None = None,
+    *,
+    log: Callable[[str], None] = print,
+) -> LeastSquaresResult:
+    """Minimise ``0.5 * sum(rho(r(x)**2))`` from ``x0`` (see the module docstring).
+
+    Args:
+        residuals_and_jacobian: ``x -> (r, J)`` with ``r`` of shape ``(m,)`` and ``J``
+            an ``(m, n)`` numpy array or ``scipy.sparse`` matrix.
+        residuals: ``x -> r``; used for trial steps.
+        x0: the starting point ``(n,)``.
+        options: validated options (defaults if omitted).
+        log: where verbose lines go.
+
+    Returns:
+        A :class:`LeastSquaresResult`; ``x`` is the best point found.
+    """
+    opts = options if options is not None else SolverOptions()
+    start = time.perf_counter()
+    x = np.array(x0, dtype=float)
+    r, J = residuals_and_jacobian(x)
+    r = np.asarray(r, dtype=float)
+    nfev = njev = 1
+    iterations = 0
+
+    def finish(status: Status, model: _Model | None) -> LeastSquaresResult:
+        if opts.verbose:
+            log(f"stopped after {iterations} iterations: {status.value}")
+        grad = model.g if model is not None else np.full(x.size, np.nan)
+        return LeastSquaresResult(
+            x=x.copy(), cost=cost, residuals=r.copy(),
+            grad_norm=float(np.max(np.abs(grad))) if grad.size else 0.0,
+            iterations=iterations, nfev=nfev, njev=njev, status=status,
+            time=time.perf_counter() - start,
+            jacobian=model.J if model is not None else J,
+        )
+
+    cost = loss_cost(opts.loss, r, opts.loss_scale) if r.size else 0.0
+    if not np.all(np.isfinite(r)) or not math.isfinite(cost):
+        return finish(Status.NONFINITE_INITIAL, None)
+    model = _Model(r, J, opts)
+    if not model.finite():
+        return finish(Status.NONFINITE_JACOBIAN, model)
+    linear_solver = opts.linear_solver
+    if linear_solver == "auto":
+        linear_solver = "sparse_cholesky" if model.sparse else "dense"
+    if model.sparse and linear_solver == "dense":
+        linear_solver = "sparse_cholesky"
+
+    scaling = model.diag.copy()
+    mu = opts.initial_damping
+    nu = 2.0
+    if opts.verbose:
+        log(f"{'iter':>5} {'cost':>14} {'reduction':>11} {'|grad|':>10} {'|step|':>10} "
+            f"{'damping':>9} {'ratio':>8}")
+        log(f"{0:>5} {cost:>14.8e} {'':>11} {np.max(np.abs(model.g), initial=0.0):>10.3e}")
+
+    while True:
+        if cost == 0.0:
+            return finish(Status.ZERO_RESIDUAL, model)
+        if not np.any(scaling > 0):
+            return finish(Status.NO_PARAMS_AFFECT_RESIDUALS, model)
+        if model.gradient_cosine() <= opts.gradient_tolerance:
+            return finish(Status.GRADIENT_TOLERANCE, model)
+        if iterations >= opts.max_iterations:
+            return finish(Status.MAX_ITERATIONS, model)
+
+        D = np.maximum(scaling, _EPS * float(np.max(scaling)))
+        h = _damped_step(model, model.g, model.f, D, mu, linear_solver)
+        iterations += 1
+        accel_ok = True
+        if opts.geodesic_acceleration:
+            r_probe = np.asarray(residuals(x + FVV_STEP * h), dtype=float)
+            nfev += 1
+            a = _acceleration(model, r, r_probe, h, D, mu, linear_solver)
+            if a is None:
+                accel_ok = False
+            else:
+                h = h + 0.5 * a
+        x_trial = x + h
+        r_trial = np.asarray(residuals(x_trial), dtype=float)
+        nfev += 1
+        cost_trial = loss_cost(opts.loss, r_trial, opts.loss_scale)
+        if not math.isfinite(cost_trial):
+            cost_trial = math.inf
+        predicted = model.predicted_reduction(h)
+        actual = cost - cost_trial
+        ratio = actual / predicted if predicted > 0 else -math.inf
+        sqrt_d = np.sqrt(D)
+        scaled_step = float(np.linalg.norm(sqrt_d * h))
+        scaled_x = float(np.linalg.norm(sqrt_d * x))
+        accepted = (accel_ok and math.isfinite(cost_trial) and ratio > MIN_GAIN_RATIO
+                    and actual > 0)
+        cost_before = cost
+
+        if accepted:
+            x = x_trial
+            r, J = residuals_and_jacobian(x)
+            r = np.asarray(r, dtype=float)
+            njev += 1
+            cost = loss_cost(opts.loss, r, opts.loss_scale)
+            model = _Model(r, J, opts)
+            if not model.finite():
+                return finish(Status.NONFINITE_JACOBIAN, model)
+            np.maximum(scaling, model.diag, out=scaling)
+            mu = max(MIN_DAMPING, mu * max(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3))
+            nu = 2.0
+        else:
+            mu *= nu
+            nu *= 2.0
+
+        if opts.verbose:
+            mark = "" if accepted else " rejected"
+            log(f"{iterations:>5} {cost:>14.8e} {actual:>11.3e} "
+                f"{np.max(np.abs(model.g), initial=0.0):>10.3e} "
+                f"{float(np.linalg.norm(h)):>10.3e} {mu:>9.2e} {ratio:>8.3g}{mark}")
+        if opts.callback is not None:
+            info = IterationInfo(
+                iteration=iterations, x=x.copy(), cost=cost,
+                grad_norm=float(np.max(np.abs(model.g), initial=0.0)),
+                step_norm=float(np.linalg.norm(h)), damping=mu, gain_ratio=ratio,
+                accepted=accepted,
+            )
+            if opts.callback(info):
+                return finish(Status.CALLBACK_STOP, model)
+
+        ftol_ok = (accepted and cost_before > 0
+                   and abs(actual) <= opts.cost_tolerance * cost_before
+                   and predicted <= opts.cost_tolerance * cost_before)
+        xtol_ok = scaled_step <= opts.param_tolerance * (opts.param_tolerance + scaled_x)
+        if ftol_ok and xtol_ok:
+            return finish(Status.COST_AND_PARAM_TOLERANCE, model)
+        if ftol_ok:
+            return finish(Status.COST_TOLERANCE, model)
+        if xtol_ok:
+            return finish(Status.PARAM_TOLERANCE, model)
+        if mu > MAX_DAMPING:
+            return finish(Status.DAMPING_LIMIT, model)

@@ -1,0 +1,122 @@
+"""Solver options: defaults, their documented meaning, and up-front validation.
+
+Every bad value raises naming the option, the rule and what was received, before any
+work is done.
+
+Example:
+    >>> opts = validate_options(max_iterations=50)
+    >>> opts.max_iterations, opts.loss
+    (50, 'linear')
+    >>> validate_options(max_iterations=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `max_iterations` must be a positive integer; got 0
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from scalar_autograd.lsq.losses import LOSSES
+
+JACOBIAN_MODES = ("auto", "compiled", "graph")
+LINEAR_SOLVERS = ("auto", "dense", "sparse_cholesky", "sparse_lsmr")
+
+DEFAULT_COST_TOLERANCE = 1e-10
+DEFAULT_PARAM_TOLERANCE = 1e-10
+DEFAULT_GRADIENT_TOLERANCE = 1e-10
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """Validated options of the Levenberg-Marquardt solver (see
+    :func:`scalar_autograd.nonlinear_least_squares` for their meaning)."""
+
+    max_iterations: int = 100
+    cost_tolerance: float = DEFAULT_COST_TOLERANCE
+    param_tolerance: float = DEFAULT_PARAM_TOLERANCE
+    gradient_tolerance: float = DEFAULT_GRADIENT_TOLERANCE
+    initial_damping: float = 1e-3
+    loss: str = "linear"
+    loss_scale: float = 1.0
+    verbose: bool = False
+    callback: Callable[..., Any] | None = None
+    linear_solver: str = "auto"
+    geodesic_acceleration: bool = False
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def _nonnegative_float(name: str, value: Any) -> float:
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(float(value)) or value < 0):
+        raise ValueError(f"`{name}` must be a finite real number >= 0; got {value!r}")
+    return float(value)
+
+
+def _positive_float(name: str, value: Any) -> float:
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(float(value)) or value <= 0):
+        raise ValueError(f"`{name}` must be a finite real number > 0; got {value!r}")
+    return float(value)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def validate_options(
+    *,
+    max_iterations: Any = 100,
+    cost_tolerance: Any = DEFAULT_COST_TOLERANCE,
+    param_tolerance: Any = DEFAULT_PARAM_TOLERANCE,
+    gradient_tolerance: Any = DEFAULT_GRADIENT_TOLERANCE,
+    initial_damping: Any = 1e-3,
+    loss: Any = "linear",
+    loss_scale: Any = 1.0,
+    verbose: Any = False,
+    callback: Any = None,
+    linear_solver: Any = "auto",
+    geodesic_acceleration: Any = False,
+) -> SolverOptions:
+    """Check every option and return them as a :class:`SolverOptions`.
+
+    Raises:
+        ValueError: for a value outside an option's rule (the message names the option).
+        TypeError: for a ``callback`` that is not callable or a non-bool ``verbose``.
+    """
+    if not isinstance(verbose, bool):
+        raise TypeError(f"`verbose` must be a bool; got {type(verbose).__name__} {verbose!r}")
+    if not isinstance(geodesic_acceleration, bool):
+        raise TypeError(f"`geodesic_acceleration` must be a bool; got "
+                        f"{type(geodesic_acceleration).__name__} {geodesic_acceleration!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"`callback` must be callable or None; got {type(callback).__name__}")
+    return SolverOptions(
+        max_iterations=_positive_int("max_iterations", max_iterations),
+        cost_tolerance=_nonnegative_float("cost_tolerance", cost_tolerance),
+        param_tolerance=_nonnegative_float("param_tolerance", param_tolerance),
+        gradient_tolerance=_nonnegative_float("gradient_tolerance", gradient_tolerance),
+        initial_damping=_positive_float("initial_damping", initial_damping),
+        loss=_choice("loss", loss, LOSSES),
+        loss_scale=_positive_float("loss_scale", loss_scale),
+        verbose=verbose,
+        callback=callback,
+        linear_solver=_choice("linear_solver", linear_solver, LINEAR_SOLVERS),
+        geodesic_acceleration=geodesic_acceleration,
+    )
+
+
+def validate_jacobian_mode(jacobian: Any) -> str:
+    """Check the ``jacobian`` option ("auto", "compiled" or "graph")."""
+    return _choice("jacobian", jacobian, JACOBIAN_MODES)
