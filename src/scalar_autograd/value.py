@@ -566,20 +566,30 @@ def clamp(x: ValueLike, lo: ValueLike, hi: ValueLike) -> Value:
 
 
 def _grad_order(root: Value) -> list[Value]:
-    """Nodes that require grad reachable from ``root``, arguments first (iterative)."""
+    """Nodes that require grad reachable from ``root``, arguments first (iterative).
+
+    The set holds the nodes themselves: hashing by identity (``object.__hash__``, distinct
+    for distinct live objects, so ``Value.__eq__`` is never consulted) is several times
+    faster than building ``id()`` ints. A ``None`` on the stack marks "all arguments of
+    the node below are done".
+    """
     order: list[Value] = []
-    visited = {id(root)}
-    stack = [(root, iter(root.args))]
+    visited: set[Value] = set()
+    stack: list[Value | None] = [root]
+    push, pop, mark, emit = stack.append, stack.pop, visited.add, order.append
     while stack:
-        node, children = stack[-1]
-        for child in children:
-            if child.requires_grad and id(child) not in visited:
-                visited.add(id(child))
-                stack.append((child, iter(child.args)))
-                break
-        else:
-            stack.pop()
-            order.append(node)
+        node = pop()
+        if node is None:
+            emit(pop())  # type: ignore[arg-type]
+            continue
+        if node in visited:  # pushed twice before it was expanded
+            continue
+        mark(node)
+        push(node)
+        push(None)
+        for child in node.args:
+            if child.requires_grad and child not in visited:
+                push(child)
     return order
 
 
