@@ -18,7 +18,13 @@ from scalar_autograd.jit import (
     compile,
     compile_gradient_function,
 )
-from scalar_autograd.lsq import LeastSquaresResult, LeastSquaresStatus, nonlinear_least_squares
+from scalar_autograd.lsq import (
+    LeastSquaresProblem,
+    LeastSquaresResult,
+    LeastSquaresStatus,
+    ResidualBlock,
+    nonlinear_least_squares,
+)
 from scalar_autograd.modes import detect_anomaly, is_grad_enabled, no_grad
 from scalar_autograd.testing import check_grads
 from scalar_autograd.value import Value, ValueLike, as_value, zero_grad
@@ -26,7 +32,8 @@ from scalar_autograd.value import Value, ValueLike, as_value, zero_grad
 __version__ = "0.1.0"
 
 __all__ = [
-    "nonlinear_least_squares", "LeastSquaresResult", "LeastSquaresStatus",
+    "nonlinear_least_squares", "LeastSquaresResult", "LeastSquaresStatus", "ResidualBlock",
+    "LeastSquaresProblem",
     "Value", "ValueLike", "as_value", "zero_grad", "no_grad", "is_grad_enabled",
     "detect_anomaly", "to_dot", "topological_order", "__version__",
     "check_grads",

@@ -34,14 +34,18 @@ from scalar_autograd.lsq.result import LeastSquaresResult
 from scalar_autograd.value import Value
 
 
-def jit_available() -> bool:
-    """Whether the JIT (``sa.compile`` and residual grouping) can be imported."""
+def jit_compile_available() -> bool:
+    """Whether the JIT (``scalar_autograd.jit.compile``) can be imported."""
     try:
         from scalar_autograd.jit import compile as _compile  # noqa: F401
-        from scalar_autograd.jit import group_residuals  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+def jit_available() -> bool:
+    """Whether the compiled ``residual_fn`` path can run (the JIT's ``compile``)."""
+    return jit_compile_available()
 
 
 def nonlinear_least_squares(
