@@ -1,5 +1,6 @@
 """The JIT: trace a Value graph to IR, differentiate on the IR, compile to native code."""
 
+from scalar_autograd.jit import check as _check  # noqa: F401  (registers check_grads modes)
 from scalar_autograd.jit.compiled import (
     CompiledFunction,
     apply_compiled_gradients,
