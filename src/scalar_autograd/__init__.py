@@ -26,6 +26,16 @@ from scalar_autograd.lsq import (
     nonlinear_least_squares,
 )
 from scalar_autograd.modes import detect_anomaly, is_grad_enabled, no_grad
+from scalar_autograd.optim import (
+    SGD,
+    Adam,
+    AdamW,
+    OptimizeResult,
+    Status,
+    clip_grad_norm,
+    lbfgs,
+    minimize,
+)
 from scalar_autograd.testing import check_grads
 from scalar_autograd.value import Value, ValueLike, as_value, zero_grad
 
@@ -37,6 +47,8 @@ __all__ = [
     "Value", "ValueLike", "as_value", "zero_grad", "no_grad", "is_grad_enabled",
     "detect_anomaly", "to_dot", "topological_order", "__version__",
     "check_grads",
+    "SGD", "Adam", "AdamW", "clip_grad_norm", "lbfgs", "minimize", "OptimizeResult",
+    "Status",
     "compile", "CompiledFunction", "compile_gradient_function", "apply_compiled_gradients",
     *_functional_all,
 ]

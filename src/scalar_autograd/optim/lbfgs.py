@@ -1,0 +1,323 @@
+"""L-BFGS: limited-memory quasi-Newton minimisation on a flat oracle, and its Value API.
+
+The core, :func:`lbfgs_minimize`, runs on ``fun_and_grad(x) -> (f, g)`` with float64
+vectors (Nocedal & Wright, Algorithm 7.5):
+
+* the search direction ``d = -H g`` comes from the two-loop recursion (Algorithm 7.4)
+  over the last ``history_size`` curvature pairs ``s = x_{k+1} - x_k``,
+  ``y = g_{k+1} - g_k``, with the initial matrix ``H0 = gamma I``,
+  ``gamma = s.y / y.y`` of the newest pair;
+* a pair is stored only when ``s.y > eps * y.y`` (``eps`` the float64 machine epsilon),
+  which keeps ``H`` positive definite;
+* the step comes from a strong-Wolfe line search (:mod:`.line_search`), first trying
+  ``1`` (and ``1 / ||g||_2``, a unit-length move, while the memory is empty, as
+  L-BFGS-B); if it fails with a non-empty memory, the memory is dropped and the
+  iteration retried along ``-g`` before giving up.
+
+It stops when ``max |g_i| <= gradient_tolerance`` (the infinity norm, as scipy's
+L-BFGS-B ``gtol``), or when the relative reduction
+``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol`` (scipy's test), or at
+``max_iterations`` / ``max_evaluations``. It never stops because ``f`` became small.
+
+Example:
+    >>> import numpy as np
+    >>> def rosenbrock(x):
+    ...     a, b = x
+    ...     f = (1 - a) ** 2 + 100 * (b - a * a) ** 2
+    ...     g = np.array([-2 * (1 - a) - 400 * a * (b - a * a), 200 * (b - a * a)])
+    ...     return f, g
+    >>> r = lbfgs_minimize(rosenbrock, np.array([-1.2, 1.0]))
+    >>> r.success, np.allclose(r.x, [1.0, 1.0], atol=1e-5)
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from scalar_autograd.optim.equations import FloatArray
+from scalar_autograd.optim.line_search import FunAndGrad, StrongWolfe
+from scalar_autograd.optim.oracles import (
+    BoundOracle,
+    check_compiled,
+    is_compiled_function,
+    value_oracle,
+)
+from scalar_autograd.optim.result import OptimizeResult, Status
+from scalar_autograd.optim.validation import (
+    check_nonnegative_float,
+    check_open_unit_interval,
+    check_params,
+    check_positive_int,
+)
+from scalar_autograd.value import Value
+
+Callback = Callable[[int, FloatArray, float], Any]
+"""``callback(iteration, x, fun)``: called after every iteration with a copy of the
+iterate and its objective; returning ``True`` stops the run (``Status.CALLBACK_STOP``)."""
+
+_EPS = float(np.finfo(np.float64).eps)
+DEFAULT_FTOL = 2.220446049250313e-09
+"""scipy's L-BFGS-B default ``ftol`` (``factr = 1e7`` times machine epsilon)."""
+
+
+@dataclass(frozen=True)
+class LBFGSConfig:
+    """Validated L-BFGS options; see :func:`lbfgs` for their meaning."""
+
+    max_iterations: int = 100
+    history_size: int = 10
+    gradient_tolerance: float = 1e-6
+    ftol: float = DEFAULT_FTOL
+    max_evaluations: int = 15000
+    c1: float = 1e-4
+    c2: float = 0.9
+    max_line_search: int = 25
+
+    def __post_init__(self) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "max_iterations", check_positive_int(self.max_iterations, "max_iterations"))
+        setattr_(self, "history_size", check_positive_int(self.history_size, "history_size"))
+        setattr_(self, "gradient_tolerance",
+                 check_nonnegative_float(self.gradient_tolerance, "gradient_tolerance"))
+        setattr_(self, "ftol", check_nonnegative_float(self.ftol, "ftol"))
+        setattr_(self, "max_evaluations",
+                 check_positive_int(self.max_evaluations, "max_evaluations"))
+        setattr_(self, "c1", check_open_unit_interval(self.c1, "c1"))
+        setattr_(self, "c2", check_open_unit_interval(self.c2, "c2"))
+        if not self.c1 < self.c2:
+            raise ValueError(f"`c1` must be < `c2`; got c1={self.c1!r}, c2={self.c2!r}")
+        setattr_(self, "max_line_search",
+                 check_positive_int(self.max_line_search, "max_line_search"))
+
+
+class _Memory:
+    """The ring of the last ``m`` curvature pairs and the two-loop recursion."""
+
+    def __init__(self, m: int, n: int) -> None:
+        self.m = m
+        self.s = np.empty((m, n))
+        self.y = np.empty((m, n))
+        self.rho = np.empty(m)
+        self.alpha = np.empty(m)
+        self.count = 0
+        self.head = 0  # the slot the next pair goes to
+        self._work = np.empty(n)
+
+    def reset(self) -> None:
+        self.count = 0
+        self.head = 0
+
+    def slot(self) -> tuple[FloatArray, FloatArray]:
+        """The buffers of the next pair (written tentatively, kept by :meth:`push`)."""
+        return self.s[self.head], self.y[self.head]
+
+    def push(self, sy: float) -> None:
+        self.rho[self.head] = 1.0 / sy
+        self.head = (self.head + 1) % self.m
+        self.count = min(self.count + 1, self.m)
+
+    def direction(self, g: FloatArray, d: FloatArray) -> None:
+        """``d = -H g`` by the two-loop recursion (N&W Algorithm 7.4)."""
+        np.negative(g, out=d)
+        if self.count == 0:
+            return
+        m, s, y, rho, alpha, work = self.m, self.s, self.y, self.rho, self.alpha, self._work
+        newest = (self.head - 1) % m
+        order = [(newest - j) % m for j in range(self.count)]
+        for i in order:
+            a = rho[i] * float(np.dot(s[i], d))
+            alpha[i] = a
+            np.multiply(y[i], a, out=work)
+            d -= work
+        y_new = y[newest]
+        d *= float(np.dot(s[newest], y_new)) / float(np.dot(y_new, y_new))
+        for i in reversed(order):
+            b = rho[i] * float(np.dot(y[i], d))
+            np.multiply(s[i], alpha[i] - b, out=work)
+            d += work
+
+
+def _inf_norm(g: FloatArray) -> float:
+    return float(np.max(np.abs(g))) if g.size else 0.0
+
+
+def lbfgs_minimize(
+    fun_and_grad: FunAndGrad,
+    x0: FloatArray,
+    config: LBFGSConfig | None = None,
+    *,
+    callback: Callback | None = None,
+    history: bool = False,
+) -> OptimizeResult:
+    """Minimise a smooth function given as a flat oracle, by L-BFGS.
+
+    Args:
+        fun_and_grad: ``x -> (f(x), grad f(x))`` on float64 vectors; the gradient may
+            be a buffer the oracle reuses (it is copied).
+        x0: the starting point (not modified).
+        config: the options (defaults of :class:`LBFGSConfig` when omitted).
+        callback: see :data:`Callback`.
+        history: record the objective at every iterate in ``result.history``.
+
+    Returns:
+        An :class:`OptimizeResult`; ``x`` is the last accepted iterate, which always has
+        a finite objective unless the start point does not.
+    """
+    cfg = config if config is not None else LBFGSConfig()
+    x = np.array(x0, dtype=np.float64, copy=True).reshape(-1)
+    n = x.size
+    f, g_out = fun_and_grad(x)
+    f = float(f)
+    g = np.array(g_out, dtype=np.float64, copy=True)
+    nfev = 1
+    trace: list[float] | None = [f] if history else None
+
+    def result(status: Status, iterations: int) -> OptimizeResult:
+        return OptimizeResult(x=x, fun=f, grad_norm=_inf_norm(g), iterations=iterations,
+                              nfev=nfev, status=status,
+                              history=tuple(trace) if trace is not None else None)
+
+    if not (math.isfinite(f) and bool(np.all(np.isfinite(g)))):
+        return result(Status.NON_FINITE, 0)
+    if _inf_norm(g) <= cfg.gradient_tolerance:
+        return result(Status.CONVERGED_GRADIENT, 0)
+
+    memory = _Memory(cfg.history_size, n)
+    search = StrongWolfe(n, cfg.c1, cfg.c2, cfg.max_line_search)
+    d = np.empty(n)
+    iteration = 0
+    while True:
+        if iteration >= cfg.max_iterations:
+            return result(Status.MAX_ITERATIONS, iteration)
+        if nfev >= cfg.max_evaluations:
+            return result(Status.MAX_EVALUATIONS, iteration)
+        memory.direction(g, d)
+        slope = float(np.dot(g, d))
+        if not slope < 0.0:  # H lost positive definiteness numerically: restart
+            memory.reset()
+            np.negative(g, out=d)
+            slope = float(np.dot(g, d))
+        step = 1.0 if memory.count else 1.0 / math.sqrt(-slope)
+        ls = search(fun_and_grad, x, f, g, d, step)
+        nfev += ls.nfev
+        if not ls.ok:
+            if memory.count:
+                memory.reset()  # retry along the steepest-descent direction
+                continue
+            return result(Status.LINE_SEARCH_FAILED, iteration)
+        s_new, y_new = memory.slot()
+        np.subtract(ls.x, x, out=s_new)
+        np.subtract(ls.g, g, out=y_new)
+        sy = float(np.dot(s_new, y_new))
+        if sy > _EPS * float(np.dot(y_new, y_new)):
+            memory.push(sy)
+        f_old = f
+        np.copyto(x, ls.x)
+        np.copyto(g, ls.g)
+        f = ls.f
+        iteration += 1
+        if trace is not None:
+            trace.append(f)
+        if callback is not None and callback(iteration, x.copy(), f) is True:
+            return result(Status.CALLBACK_STOP, iteration)
+        if _inf_norm(g) <= cfg.gradient_tolerance:
+            return result(Status.CONVERGED_GRADIENT, iteration)
+        if f_old - f <= cfg.ftol * max(abs(f_old), abs(f), 1.0):
+            return result(Status.CONVERGED_FTOL, iteration)
+
+
+def lbfgs(
+    params: Sequence[Value],
+    objective: Callable[[list[Value]], Value] | Any,
+    *,
+    max_iterations: int = 100,
+    history_size: int = 10,
+    gradient_tolerance: float = 1e-6,
+    ftol: float = DEFAULT_FTOL,
+    max_evaluations: int = 15000,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    max_line_search: int = 25,
+    inputs: Any = None,
+    callback: Callback | None = None,
+    history: bool = False,
+) -> OptimizeResult:
+    """Minimise ``objective`` over ``params`` by L-BFGS with a strong-Wolfe line search.
+
+    Args:
+        params: the leaf ``Value``s to optimise (``requires_grad=True``, no duplicates).
+        objective: either a function ``objective(params) -> Value`` (the graph is rebuilt
+            and back-propagated at every evaluation), or a compiled function from
+            ``sa.compile(loss, params)`` (called on float64 vectors).
+        max_iterations: the most iterations, >= 1.
+        history_size: the number of curvature pairs kept, >= 1.
+        gradient_tolerance: stop when ``max |g_i| <= gradient_tolerance``, >= 0.
+        ftol: stop when ``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol``, >= 0.
+        max_evaluations: the most objective evaluations, >= 1.
+        c1: sufficient-decrease constant of the line search, in (0, 1).
+        c2: curvature constant of the line search, in (c1, 1).
+        max_line_search: the most evaluations per line search, >= 1.
+        inputs: the runtime input values of a compiled ``objective`` (numbers); by
+            default the current ``.data`` of its input leaves.
+        callback: ``callback(iteration, x, fun)``; returning ``True`` stops.
+        history: record the objective at every iterate in ``result.history``.
+
+    Returns:
+        An :class:`OptimizeResult`. The parameters' ``.data`` is set to ``result.x``
+        (also when the run stops without converging). With a function objective their
+        ``.grad`` holds the gradient at ``result.x``; a compiled objective leaves
+        ``.grad`` alone. If the objective raises, the parameters keep their old values.
+
+    Raises:
+        TypeError, ValueError: for invalid parameters or options, named in the message.
+
+    Example:
+        >>> import scalar_autograd as sa
+        >>> a = sa.Value(-1.2, requires_grad=True); b = sa.Value(1.0, requires_grad=True)
+        >>> def rosenbrock(p):
+        ...     x, y = p
+        ...     return (1 - x) ** 2 + 100 * (y - x * x) ** 2
+        >>> r = sa.lbfgs([a, b], rosenbrock)
+        >>> r.success, round(a.data, 4), round(b.data, 4)
+        (True, 1.0, 1.0)
+    """
+    plist = check_params(params)
+    config = LBFGSConfig(max_iterations=max_iterations, history_size=history_size,
+                         gradient_tolerance=gradient_tolerance, ftol=ftol,
+                         max_evaluations=max_evaluations, c1=c1, c2=c2,
+                         max_line_search=max_line_search)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"`callback` must be callable or None; got {type(callback).__name__}")
+    x0 = np.array([p.data for p in plist], dtype=np.float64)
+    compiled = is_compiled_function(objective)
+    fg: FunAndGrad
+    if compiled:
+        check_compiled(objective, plist)
+        fg = BoundOracle(objective, len(plist), inputs)
+    elif callable(objective):
+        if inputs is not None:
+            raise ValueError("`inputs` is only used with a compiled objective; got a function")
+        fg = value_oracle(plist, objective)
+    else:
+        raise TypeError(
+            "`objective` must be a function of the params returning a Value, or a "
+            f"compiled function; got {type(objective).__name__}"
+        )
+    try:
+        res = lbfgs_minimize(fg, x0, config, callback=callback, history=history)
+    except BaseException:
+        if not compiled:
+            for p, xi in zip(plist, x0.tolist()):
+                p.data = xi
+        raise
+    if not compiled:
+        fg(res.x)  # leave .grad at the gradient of the returned point
+    for p, xi in zip(plist, res.x.tolist()):
+        p.data = xi
+    return res

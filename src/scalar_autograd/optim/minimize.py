@@ -1,0 +1,203 @@
+"""``minimize``: compile a loss once and run a whole optimisation on float64 vectors.
+
+Example:
+    >>> import scalar_autograd as sa
+    >>> from scalar_autograd.kinematics import planar_ik_loss
+    >>> angles = [sa.Value(0.1, requires_grad=True) for _ in range(5)]
+    >>> loss = planar_ik_loss(angles, (2.0, 1.5))
+    >>> r = sa.minimize(loss, angles, method="lbfgs")
+    >>> r.success, r.fun < 1e-10
+    (True, True)
+    >>> abs(planar_ik_loss(angles, (2.0, 1.5)).data) < 1e-10   # written back
+    True
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from scalar_autograd.optim.equations import AdamConfig, SGDConfig
+from scalar_autograd.optim.first_order import run_first_order
+from scalar_autograd.optim.lbfgs import Callback, LBFGSConfig, lbfgs_minimize
+from scalar_autograd.optim.oracles import BoundOracle, check_compiled, is_compiled_function
+from scalar_autograd.optim.result import OptimizeResult
+from scalar_autograd.optim.validation import (
+    check_betas,
+    check_bool,
+    check_nonnegative_float,
+    check_params,
+    check_positive_int,
+)
+from scalar_autograd.value import Value
+
+METHODS = ("adam", "adamw", "sgd", "lbfgs")
+
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "sgd": {"lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
+            "gradient_tolerance": None},
+    "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+             "gradient_tolerance": None},
+    "adamw": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2,
+              "gradient_tolerance": None},
+    "lbfgs": {"history_size": 10, "gradient_tolerance": 1e-6,
+              "ftol": LBFGSConfig.ftol, "max_evaluations": 15000, "c1": 1e-4, "c2": 0.9,
+              "max_line_search": 25},
+}
+_DEFAULT_ITERATIONS = {"sgd": 1000, "adam": 1000, "adamw": 1000, "lbfgs": 100}
+
+
+def _options(method: str, given: dict[str, Any]) -> dict[str, Any]:
+    defaults = _OPTIONS[method]
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise TypeError(
+            f"minimize(method={method!r}) got unknown option(s) {', '.join(unknown)}; "
+            f"its options are {', '.join(sorted(defaults))}"
+        )
+    merged = dict(defaults)
+    merged.update(given)
+    gtol = merged["gradient_tolerance"]
+    if gtol is not None:
+        merged["gradient_tolerance"] = check_nonnegative_float(gtol, "gradient_tolerance")
+    return merged
+
+
+def _config(method: str, opts: dict[str, Any], max_iterations: int) -> Any:
+    if method == "sgd":
+        return SGDConfig(lr=opts["lr"], momentum=opts["momentum"], nesterov=opts["nesterov"],
+                         weight_decay=opts["weight_decay"])
+    if method in ("adam", "adamw"):
+        beta1, beta2 = check_betas(opts["betas"])
+        return AdamConfig(lr=opts["lr"], beta1=beta1, beta2=beta2, eps=opts["eps"],
+                          weight_decay=opts["weight_decay"], decoupled=method == "adamw")
+    if opts["gradient_tolerance"] is None:
+        raise ValueError("`gradient_tolerance` must be a float >= 0 for lbfgs; got None")
+    return LBFGSConfig(max_iterations=max_iterations, history_size=opts["history_size"],
+                       gradient_tolerance=opts["gradient_tolerance"], ftol=opts["ftol"],
+                       max_evaluations=opts["max_evaluations"], c1=opts["c1"], c2=opts["c2"],
+                       max_line_search=opts["max_line_search"])
+
+
+def minimize(
+    loss: Value | Any,
+    params: Sequence[Value],
+    *,
+    method: str = "adam",
+    inputs: Sequence[Any] = (),
+    max_iterations: int | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    history: bool = False,
+    backend: str = "auto",
+    **options: Any,
+) -> OptimizeResult:
+    """Minimise a scalar loss over ``params``: compile once, then loop on float64 vectors.
+
+    The loss graph is compiled once (``sa.compile``); every step is one call of the
+    compiled value-and-gradient kernel on fixed buffers and one vectorised update, with
+    no Python work per parameter (for SGD/Adam/AdamW the whole loop runs natively unless
+    a ``callback`` needs Python at every step). The first-order methods give exactly the
+    iterates of the hand-written ``zero_grad()`` / gradient / ``step()`` loop with
+    :class:`SGD`, :class:`Adam` or :class:`AdamW`.
+
+    At the end the final point is written into the params' ``.data`` (whatever the
+    status; ``result.status`` tells why the run stopped). If anything raises, the
+    params keep their old values. ``.grad`` is left alone.
+
+    Args:
+        loss: the scalar loss ``Value`` built from ``params`` (and ``inputs``), or a
+            compiled function of ``params`` from ``sa.compile``.
+        params: the leaf ``Value``s to optimise (``requires_grad=True``, no duplicates).
+        method: ``"adam"``, ``"adamw"``, ``"sgd"`` or ``"lbfgs"``.
+        inputs: for a ``Value`` loss, leaf ``Value``s compiled as runtime inputs (their
+            current ``.data`` is used); for a compiled loss, the input values (numbers),
+            by default its input leaves' ``.data``.
+        max_iterations: the number of steps (first-order methods, default 1000) or the
+            most iterations (L-BFGS, default 100); a positive int.
+        callback: ``callback(iteration, x, fun)`` with every new iterate (a copy);
+            returning ``True`` stops the run (``Status.CALLBACK_STOP``).
+        progress: print the loss to stderr as the run goes.
+        history: record the loss at every iterate in ``result.history``.
+        backend: the JIT backend (see ``sa.compile``).
+        **options: the method's options, validated up front:
+
+            * ``sgd``: ``lr=0.01``, ``momentum=0``, ``nesterov=False``,
+              ``weight_decay=0``, ``gradient_tolerance=None``;
+            * ``adam``/``adamw``: ``lr=1e-3``, ``betas=(0.9, 0.999)``, ``eps=1e-8``,
+              ``weight_decay`` (0 for Adam's L2, 1e-2 for AdamW's decoupled decay),
+              ``gradient_tolerance=None`` (stop early when ``max |g_i|`` is at most it);
+            * ``lbfgs``: ``history_size=10``, ``gradient_tolerance=1e-6``, ``ftol``,
+              ``max_evaluations=15000``, ``c1=1e-4``, ``c2=0.9``,
+              ``max_line_search=25`` (see :func:`lbfgs`).
+
+    Returns:
+        An :class:`OptimizeResult`.
+
+    Raises:
+        TypeError: a loss that is neither a ``Value`` nor a compiled function, an
+            unknown option, or an option of the wrong type.
+        ValueError: an unknown method, invalid params, or an invalid option value.
+
+    Example:
+        >>> import scalar_autograd as sa
+        >>> w = sa.Value(5.0, requires_grad=True)
+        >>> r = sa.minimize((w - 2.0) ** 2, [w], method="adam", lr=0.1, max_iterations=500)
+        >>> r.status.name, round(w.data, 4)
+        ('COMPLETED', 2.0)
+    """
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"`method` must be one of {', '.join(map(repr, METHODS))}; "
+                         f"got {method!r}")
+    plist = check_params(params)
+    opts = _options(method, options)
+    iterations = _DEFAULT_ITERATIONS[method] if max_iterations is None else max_iterations
+    iterations = check_positive_int(iterations, "max_iterations")
+    config = _config(method, opts, iterations)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"`callback` must be callable or None; got {type(callback).__name__}")
+    check_bool(progress, "progress")
+    check_bool(history, "history")
+
+    if isinstance(loss, Value):
+        from scalar_autograd.jit import compile as jit_compile
+
+        input_leaves = list(inputs)
+        for i, v in enumerate(input_leaves):
+            if not isinstance(v, Value):
+                raise TypeError(f"`inputs` of a Value loss must be leaf Values; inputs[{i}] "
+                                f"is {type(v).__name__}")
+        function = jit_compile(loss, plist, input_leaves, backend=backend)
+        oracle = BoundOracle(function, len(plist), None)
+    elif is_compiled_function(loss):
+        check_compiled(loss, plist)
+        oracle = BoundOracle(loss, len(plist), inputs)
+    else:
+        raise TypeError(f"`loss` must be a Value or a compiled function; "
+                        f"got {type(loss).__name__} {loss!r:.60}")
+
+    x0 = np.array([p.data for p in plist], dtype=np.float64)
+    if method == "lbfgs":
+        cb = callback
+        if progress:
+            cb = _progress_callback(callback, iterations)
+        result = lbfgs_minimize(oracle, x0, config, callback=cb, history=history)
+    else:
+        result = run_first_order(
+            oracle, x0, config, iterations, gradient_tolerance=opts["gradient_tolerance"],
+            callback=callback, progress=progress, history=history, label=method,
+        )
+    for p, xi in zip(plist, result.x.tolist()):
+        p.data = xi
+    return result
+
+
+def _progress_callback(callback: Callback | None, total: int) -> Callback:
+    def report(iteration: int, x: Any, fun: float) -> Any:
+        print(f"lbfgs iteration {iteration}/{total}: loss {fun:.8g}", file=sys.stderr)
+        return callback(iteration, x, fun) if callback is not None else None
+
+    return report

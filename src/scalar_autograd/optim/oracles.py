@@ -1,0 +1,126 @@
+"""Flat oracles ``x -> (f, g)`` from the two kinds of objectives: Value graphs and compiled.
+
+Solvers work on float64 vectors; these adapters are where ``Value`` parameters meet
+them. :func:`value_oracle` rebuilds the graph and runs ``backward()`` at every call (the
+eager path); :class:`BoundOracle` runs a compiled function's bound native call on fixed
+float64 buffers.
+
+Example:
+    >>> import numpy as np
+    >>> import scalar_autograd as sa
+    >>> p = [sa.Value(0.0, requires_grad=True)]
+    >>> fg = value_oracle(p, lambda ps: (ps[0] - 3.0) * (ps[0] - 3.0))
+    >>> fg(np.array([1.0]))
+    (4.0, array([-4.]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from scalar_autograd.optim.equations import FloatArray
+from scalar_autograd.optim.line_search import FunAndGrad
+from scalar_autograd.value import Value
+
+
+def is_compiled_function(obj: Any) -> bool:
+    """True for a compiled function from ``sa.compile`` (anything with ``value_and_grad``)."""
+    return not isinstance(obj, Value) and callable(getattr(obj, "value_and_grad", None))
+
+
+def value_oracle(
+    params: Sequence[Value], objective: Callable[[list[Value]], Value]
+) -> FunAndGrad:
+    """An oracle that writes ``x`` into ``params[i].data``, calls ``objective(params)``
+    and back-propagates. It leaves the parameters at the last evaluated point.
+
+    Raises (when called):
+        TypeError: if ``objective`` does not return a ``Value``.
+    """
+    plist = list(params)
+    n = len(plist)
+
+    def fun_and_grad(x: FloatArray) -> tuple[float, FloatArray]:
+        for p, xi in zip(plist, x.tolist()):
+            p.data = xi
+            p.grad = 0.0
+        out = objective(plist)
+        if not isinstance(out, Value):
+            raise TypeError(
+                f"`objective` must return a Value built from the params; "
+                f"got {type(out).__name__} {out!r}"
+            )
+        if out.requires_grad:
+            out.backward()
+        return out.data, np.fromiter((p.grad for p in plist), dtype=np.float64, count=n)
+
+    return fun_and_grad
+
+
+def check_compiled(function: Any, params: Sequence[Value]) -> None:
+    """Check that a compiled function is a scalar function of exactly ``params``.
+
+    Raises:
+        ValueError: if it has another number of params, other param leaves, or more
+            than one output.
+    """
+    n = len(params)
+    n_params = getattr(function, "n_params", n)
+    if n_params != n:
+        raise ValueError(
+            f"the compiled objective takes {n_params} params; `params` holds {n}"
+        )
+    compiled_params = tuple(getattr(function, "params", ()) or ())
+    if compiled_params and any(a is not b for a, b in zip(compiled_params, params)):
+        raise ValueError(
+            "`params` must be the compiled objective's params, in the same order"
+        )
+    n_outputs = getattr(function, "n_outputs", 1)
+    if n_outputs != 1:
+        raise ValueError(
+            f"the compiled objective must have one output (a scalar loss); it has {n_outputs}"
+        )
+
+
+def input_values(function: Any, inputs: Any) -> FloatArray:
+    """The runtime input vector of a compiled function: ``inputs`` (numbers), or the
+    current ``.data`` of its input leaves when ``inputs`` is ``None`` or empty."""
+    n_inputs = int(getattr(function, "n_inputs", 0))
+    if inputs is None or (not isinstance(inputs, np.ndarray) and len(inputs) == 0):
+        leaves = getattr(function, "inputs", ())
+        return np.array([v.data for v in leaves] if leaves else np.zeros(n_inputs),
+                        dtype=np.float64)
+    items = [v.data if isinstance(v, Value) else v for v in inputs]
+    try:
+        u = np.array(items, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise TypeError(f"`inputs` must be a sequence of numbers; got {inputs!r:.80}") from None
+    if u.size != n_inputs:
+        raise ValueError(f"`inputs` must hold {n_inputs} values; got {u.size}")
+    return u
+
+
+class BoundOracle:
+    """A flat oracle over a compiled function's zero-argument bound call.
+
+    ``x``, ``grad``, ``value`` and ``inputs`` are the buffers bound to ``call``; calling
+    the oracle copies its argument into ``x`` (unless it *is* ``x``), runs the native
+    code and returns ``(value, grad)``, where ``grad`` is overwritten by the next call.
+    """
+
+    def __init__(self, function: Any, n: int, inputs: Any = None) -> None:
+        self.x: FloatArray = np.zeros(n)
+        self.grad: FloatArray = np.zeros(n)
+        self.value: FloatArray = np.zeros(1)
+        self.inputs: FloatArray = input_values(function, inputs)
+        bound_inputs = self.inputs if self.inputs.size else None
+        self.call = function.bind(self.x, self.grad, inputs=bound_inputs, value=self.value)
+
+    def __call__(self, x: FloatArray) -> tuple[float, FloatArray]:
+        if x is not self.x:
+            self.x[:] = x
+        self.call()
+        return float(self.value[0]), self.grad

@@ -1,0 +1,92 @@
+"""``OptimizeResult`` and ``Status``: what every optimiser and solver returns.
+
+The status is an enum whose value is the human-readable message (scipy's termination
+table, typed); ``success`` and ``message`` follow from it.
+
+Example:
+    >>> import numpy as np
+    >>> r = OptimizeResult(x=np.array([1.0]), fun=0.0, grad_norm=0.0, iterations=3,
+    ...                    nfev=4, status=Status.CONVERGED_GRADIENT)
+    >>> r.success, r.message
+    (True, 'converged: the gradient norm is at most gradient_tolerance')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from scalar_autograd.optim.equations import FloatArray
+
+
+class Status(Enum):
+    """Why an optimiser stopped; the value is the message."""
+
+    CONVERGED_GRADIENT = "converged: the gradient norm is at most gradient_tolerance"
+    CONVERGED_FTOL = (
+        "converged: the relative reduction of the objective is at most ftol"
+    )
+    COMPLETED = "completed: ran the requested number of iterations"
+    MAX_ITERATIONS = "stopped: reached max_iterations before convergence"
+    MAX_EVALUATIONS = "stopped: reached max_evaluations before convergence"
+    LINE_SEARCH_FAILED = (
+        "failed: the line search found no step satisfying the strong Wolfe conditions"
+    )
+    NON_FINITE = "failed: the objective or its gradient is not finite"
+    CALLBACK_STOP = "stopped: the callback asked to stop"
+
+    @property
+    def success(self) -> bool:
+        """True for the statuses that count as a successful run."""
+        return self in _SUCCESS
+
+
+_SUCCESS = frozenset({Status.CONVERGED_GRADIENT, Status.CONVERGED_FTOL, Status.COMPLETED})
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    """The outcome of an optimisation run.
+
+    Attributes:
+        x: the final parameter vector (a read-only float64 copy).
+        fun: the objective at ``x``.
+        grad_norm: the infinity norm ``max |g_i|`` of the gradient at ``x``.
+        iterations: the number of iterations (optimiser steps) taken.
+        nfev: the number of objective-and-gradient evaluations.
+        status: why the run stopped.
+        message: ``status.value``.
+        success: ``status.success``.
+        history: with ``history=True``, the objective at every iterate
+            ``x_0, x_1, ..., x_iterations`` (so ``history[-1] == fun``); else ``None``.
+    """
+
+    x: FloatArray
+    fun: float
+    grad_norm: float
+    iterations: int
+    nfev: int
+    status: Status
+    history: tuple[float, ...] | None = None
+    message: str = field(init=False)
+    success: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        x = np.array(self.x, dtype=np.float64, copy=True)
+        x.setflags(write=False)
+        object.__setattr__(self, "x", x)
+        object.__setattr__(self, "fun", float(self.fun))
+        object.__setattr__(self, "grad_norm", float(self.grad_norm))
+        if self.history is not None:
+            object.__setattr__(self, "history", tuple(float(h) for h in self.history))
+        object.__setattr__(self, "message", self.status.value)
+        object.__setattr__(self, "success", self.status.success)
+
+    def __repr__(self) -> str:
+        return (
+            f"OptimizeResult(success={self.success}, status={self.status.name}, "
+            f"fun={self.fun!r}, grad_norm={self.grad_norm!r}, iterations={self.iterations}, "
+            f"nfev={self.nfev}, x={np.array2string(self.x, threshold=8)})"
+        )

@@ -1,0 +1,133 @@
+"""Up-front checks of optimiser options and parameter lists, each error naming its argument.
+
+Every public optimiser and solver calls these before doing any work, so a bad option
+fails at once with a message of the form "`lr` must be > 0; got -1.0", never halfway
+through a run.
+
+Example:
+    >>> check_positive_float(0.1, "lr")
+    0.1
+    >>> check_positive_float(0.0, "lr")
+    Traceback (most recent call last):
+    ...
+    ValueError: `lr` must be > 0; got 0.0
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+from scalar_autograd.value import Value
+
+
+def check_real(x: Any, name: str) -> float:
+    """``x`` as a float; it must be a real number (not bool) and not nan."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number; got {type(x).__name__} {x!r}")
+    value = float(x)
+    if math.isnan(value):
+        raise ValueError(f"`{name}` must not be nan; got {value!r}")
+    return value
+
+
+def check_positive_float(x: Any, name: str) -> float:
+    """``x`` as a float, which must be finite and > 0."""
+    value = check_real(x, name)
+    if not (value > 0.0 and math.isfinite(value)):
+        raise ValueError(f"`{name}` must be > 0; got {value!r}")
+    return value
+
+
+def check_nonnegative_float(x: Any, name: str) -> float:
+    """``x`` as a float, which must be finite and >= 0."""
+    value = check_real(x, name)
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"`{name}` must be >= 0; got {value!r}")
+    return value
+
+
+def check_unit_interval(x: Any, name: str) -> float:
+    """``x`` as a float in ``[0, 1)`` (momentum coefficients such as Adam's betas)."""
+    value = check_real(x, name)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"`{name}` must be in [0, 1); got {value!r}")
+    return value
+
+
+def check_open_unit_interval(x: Any, name: str) -> float:
+    """``x`` as a float in ``(0, 1)`` (line-search constants)."""
+    value = check_real(x, name)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"`{name}` must be in (0, 1); got {value!r}")
+    return value
+
+
+def check_betas(betas: Any) -> tuple[float, float]:
+    """``betas`` as a pair of floats, each in ``[0, 1)``."""
+    if isinstance(betas, (str, bytes)) or not isinstance(betas, Iterable):
+        raise TypeError(f"`betas` must be a pair of floats; got {type(betas).__name__} {betas!r}")
+    items = tuple(betas)
+    if len(items) != 2:
+        raise ValueError(f"`betas` must be a pair of floats; got {len(items)} values {items!r}")
+    return check_unit_interval(items[0], "betas[0]"), check_unit_interval(items[1], "betas[1]")
+
+
+def check_positive_int(x: Any, name: str) -> int:
+    """``x`` as an int, which must be >= 1 (``bool`` is rejected)."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+        raise TypeError(f"`{name}` must be a positive integer; got {type(x).__name__} {x!r}")
+    value = int(x)
+    if value < 1:
+        raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
+    return value
+
+
+def check_bool(x: Any, name: str) -> bool:
+    """``x``, which must be a ``bool``."""
+    if not isinstance(x, bool):
+        raise TypeError(f"`{name}` must be a bool; got {type(x).__name__} {x!r}")
+    return x
+
+
+def check_params(params: Any, name: str = "params") -> list[Value]:
+    """``params`` as a list of distinct leaf ``Value``s that require grad.
+
+    Raises:
+        TypeError: if ``params`` is not an iterable of ``Value`` objects.
+        ValueError: if it is empty, holds a value twice, holds a computed (non-leaf)
+            value, or holds a value created without ``requires_grad=True``.
+    """
+    if isinstance(params, (Value, str, bytes)) or not isinstance(params, Iterable):
+        raise TypeError(
+            f"`{name}` must be an iterable of Value objects; got {type(params).__name__}"
+        )
+    items = list(params)
+    if not items:
+        raise ValueError(f"`{name}` must hold at least one Value; got an empty sequence")
+    seen: dict[int, int] = {}
+    for i, p in enumerate(items):
+        if not isinstance(p, Value):
+            raise TypeError(
+                f"`{name}` must contain only Value objects; {name}[{i}] is "
+                f"{type(p).__name__} {p!r}"
+            )
+        if p.op is not None:
+            raise ValueError(
+                f"`{name}` must contain leaf Values (created with Value(...)); {name}[{i}] "
+                f"is the result of {p.op.name}"
+            )
+        if not p.requires_grad:
+            raise ValueError(
+                f"`{name}` must contain Values created with requires_grad=True; "
+                f"{name}[{i}] ({p!r}) does not require grad"
+            )
+        if id(p) in seen:
+            raise ValueError(
+                f"`{name}` must not contain the same Value twice; {name}[{seen[id(p)]}] "
+                f"and {name}[{i}] are the same object"
+            )
+        seen[id(p)] = i
+    return items
