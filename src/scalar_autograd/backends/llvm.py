@@ -252,6 +252,44 @@ done:
     return text + "\n".join(out) + "\n", len(scratch_slot)
 
 
+class NativeEngine:
+    """An MCJIT execution engine holding compiled LLVM IR (and its target machine)."""
+
+    def __init__(self, engine: Any, target_machine: Any) -> None:
+        self.engine = engine
+        self.target_machine = target_machine
+
+    def address(self, name: str) -> int:
+        """The address of the compiled function ``name``."""
+        return int(self.engine.get_function_address(name))
+
+    def add(self, source: str) -> None:
+        """Compile more IR into this engine (it may call what is already there)."""
+        self.engine.add_module(_ensure_llvm().parse_assembly(source))
+        self.engine.finalize_object()
+
+
+def native_engine(source: str, level: int) -> NativeEngine:
+    """Parse, verify, optimise (``level`` 0-3) and compile LLVM IR text for this CPU.
+
+    Raises:
+        RuntimeError: from LLVM when the text does not parse or verify.
+    """
+    llvm = _ensure_llvm()
+    module = llvm.parse_assembly(source)
+    module.verify()
+    target_machine = llvm.Target.from_default_triple().create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+        opt=level)
+    if level > 0:
+        pto = llvm.create_pipeline_tuning_options(speed_level=level)
+        builder = llvm.create_pass_builder(target_machine, pto)
+        builder.getModulePassManager().run(module, builder)
+    engine = llvm.create_mcjit_compiler(module, target_machine)
+    engine.finalize_object()
+    return NativeEngine(engine, target_machine)
+
+
 _KERNEL_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                              ctypes.c_void_p, ctypes.c_void_p)
 _BATCH_T = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
@@ -270,28 +308,15 @@ class LLVMKernel:
     mode = "native"
 
     def __init__(self, program: Program) -> None:
-        llvm = _ensure_llvm()
         self.program = program
         self.source, self.n_scratch = generate(program)
-        level = opt_level(program.n_instructions)
         try:
-            module = llvm.parse_assembly(self.source)
-            module.verify()
-            target = llvm.Target.from_default_triple()
-            self._tm = target.create_target_machine(
-                cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-                opt=level)
-            if level > 0:
-                pto = llvm.create_pipeline_tuning_options(speed_level=level)
-                builder = llvm.create_pass_builder(self._tm, pto)
-                builder.getModulePassManager().run(module, builder)
-            self._engine = llvm.create_mcjit_compiler(module, self._tm)
-            self._engine.finalize_object()
+            self._engine = native_engine(self.source, opt_level(program.n_instructions))
         except RuntimeError as exc:
             raise BackendError(f"llvm backend could not compile the kernel: {exc}",
                                self.source) from exc
-        self._kernel = _KERNEL_T(self._engine.get_function_address("kernel"))
-        self._batch = _BATCH_T(self._engine.get_function_address("batch"))
+        self._kernel = _KERNEL_T(self._engine.address("kernel"))
+        self._batch = _BATCH_T(self._engine.address("batch"))
         self._bound = count()
         self._bind_lock = threading.Lock()
 
@@ -309,18 +334,14 @@ class LLVMKernel:
 
         The returned callable keeps the buffers (and this kernel) alive.
         """
-        llvm = _ensure_llvm()
         with self._bind_lock:
             name = f"bound{next(self._bound)}"
             ptrs = ", ".join(f"ptr inttoptr (i64 {_addr(a)} to ptr)"
                              for a in (x, u, val, der, scratch))
-            text = (f"declare void @kernel(ptr, ptr, ptr, ptr, ptr)\n"
-                    f"define void @{name}() nounwind {{\n  call void @kernel({ptrs})\n"
-                    f"  ret void\n}}\n")
-            module = llvm.parse_assembly(text)
-            self._engine.add_module(module)
-            self._engine.finalize_object()
-            fn = _BOUND_T(self._engine.get_function_address(name))
+            self._engine.add(f"declare void @kernel(ptr, ptr, ptr, ptr, ptr)\n"
+                             f"define void @{name}() nounwind {{\n"
+                             f"  call void @kernel({ptrs})\n  ret void\n}}\n")
+            fn = _BOUND_T(self._engine.address(name))
         fn.keep_alive = (self, x, u, val, der, scratch)  # type: ignore[attr-defined]
         return fn  # type: ignore[no-any-return]
 

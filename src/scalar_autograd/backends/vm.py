@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from scalar_autograd.backends.llvm import _addr, _ensure_llvm, instruction
+from scalar_autograd.backends.llvm import _addr, instruction, native_engine
 from scalar_autograd.jit.ir import Program
 from scalar_autograd.ops import OPS
 
@@ -172,24 +172,13 @@ class _Machine:
     """The VM's native code: compiled once per process."""
 
     def __init__(self) -> None:
-        llvm = _ensure_llvm()
         self.source = _vm_source()
-        module = llvm.parse_assembly(self.source)
-        module.verify()
-        target = llvm.Target.from_default_triple()
-        self._tm = target.create_target_machine(
-            cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-            opt=2)
-        pto = llvm.create_pipeline_tuning_options(speed_level=2)
-        builder = llvm.create_pass_builder(self._tm, pto)
-        builder.getModulePassManager().run(module, builder)
-        self._engine = llvm.create_mcjit_compiler(module, self._tm)
-        self._engine.finalize_object()
-        self.kernel_address = self._engine.get_function_address("kernel")
+        self._engine = native_engine(self.source, 2)
+        self.kernel_address = self._engine.address("kernel")
         vp = ctypes.c_void_p
         self.kernel = ctypes.CFUNCTYPE(None, vp, vp, vp, vp, vp, vp)(self.kernel_address)
         self.batch = ctypes.CFUNCTYPE(None, vp, ctypes.c_int64, vp, vp, vp, vp, vp)(
-            self._engine.get_function_address("batch"))
+            self._engine.address("batch"))
 
 
 _machine: _Machine | None = None
