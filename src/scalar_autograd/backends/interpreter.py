@@ -10,7 +10,7 @@ Example:
     >>> program, _ = trace([x * 2.0 + 1.0], [x])
     >>> k = InterpreterBackend().compile(program)
     >>> val = np.zeros(1); k.run(np.array([3.0]), np.zeros(0), val, np.zeros(0), np.zeros(0))
-    >>> val[0]
+    >>> float(val[0])
     7.0
 """
 

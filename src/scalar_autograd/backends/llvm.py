@@ -18,7 +18,7 @@ Example:
     >>> program, _ = trace([x * x + 1.0], [x])
     >>> k = LLVMBackend().compile(program)
     >>> val = np.zeros(1); k.run(np.array([3.0]), np.zeros(0), val, np.zeros(0), np.zeros(0))
-    >>> val[0]
+    >>> float(val[0])
     10.0
 """
 

@@ -272,7 +272,7 @@ class CompiledFunction:
             >>> f = sa.compile(a * a, [a])
             >>> x, g, v = np.array([3.0]), np.zeros(1), np.zeros(1)
             >>> step = f.bind(x, g, value=v)
-            >>> step(); v[0], g[0]
+            >>> step(); float(v[0]), float(g[0])
             (9.0, 6.0)
         """
         kernel = self._entry.deriv_kernel()
