@@ -11,6 +11,8 @@ Example:
 
 from scalar_autograd.functional import *  # noqa: F403
 from scalar_autograd.functional import __all__ as _functional_all
+from scalar_autograd.geometry import *  # noqa: F403
+from scalar_autograd.geometry import __all__ as _geometry_all
 from scalar_autograd.graph import to_dot, topological_order
 from scalar_autograd.jit import (
     CompiledFunction,
@@ -18,6 +20,8 @@ from scalar_autograd.jit import (
     compile,
     compile_gradient_function,
 )
+from scalar_autograd.losses import *  # noqa: F403
+from scalar_autograd.losses import __all__ as _losses_all
 from scalar_autograd.lsq import (
     LeastSquaresProblem,
     LeastSquaresResult,
@@ -25,7 +29,9 @@ from scalar_autograd.lsq import (
     ResidualBlock,
     nonlinear_least_squares,
 )
+from scalar_autograd.matrix import Matrix3x3
 from scalar_autograd.modes import detect_anomaly, is_grad_enabled, no_grad
+from scalar_autograd.nn import MLP, Layer, Neuron
 from scalar_autograd.optim import (
     SGD,
     Adam,
@@ -38,6 +44,7 @@ from scalar_autograd.optim import (
 )
 from scalar_autograd.testing import check_grads
 from scalar_autograd.value import Value, ValueLike, as_value, zero_grad
+from scalar_autograd.vec import Vec2, Vec3, Vec4
 
 __version__ = "0.1.0"
 
@@ -50,5 +57,6 @@ __all__ = [
     "SGD", "Adam", "AdamW", "clip_grad_norm", "lbfgs", "minimize", "OptimizeResult",
     "Status",
     "compile", "CompiledFunction", "compile_gradient_function", "apply_compiled_gradients",
+    "Vec2", "Vec3", "Vec4", "Matrix3x3", "Neuron", "Layer", "MLP", *_geometry_all, *_losses_all,
     *_functional_all,
 ]
