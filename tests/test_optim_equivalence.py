@@ -176,3 +176,82 @@ def test_minimize_reuses_a_compiled_function_with_runtime_inputs():
                      inputs=[tx, ty])
     x, y = sa.kinematics.planar_arm_end(params)
     assert r3.success and abs(x.data - 1.0) < 1e-5 and abs(y.data - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("backend", ["python", "interpreter"])
+def test_minimize_on_other_backends_uses_the_python_loop_with_the_same_result(backend):
+    runs = []
+    for b in ("auto", backend):
+        params = _angles()
+        runs.append(sa.minimize(planar_ik_loss(params, TARGET), params, method="adamw",
+                                lr=0.01, max_iterations=100, backend=b))
+    np.testing.assert_allclose(runs[1].x, runs[0].x, rtol=1e-13, atol=0.0)
+
+
+def test_only_zero_argument_native_functions_run_in_the_native_loop():
+    import ctypes
+
+    from scalar_autograd.optim.native import native_address
+
+    a = sa.Value(1.0)
+    f = sa.compile(a * a, [a])
+    bound = f.bind(np.zeros(1), np.zeros(1))
+    assert native_address(lambda: None) is None
+    assert native_address(ctypes.CFUNCTYPE(None, ctypes.c_void_p)(1234)) is None
+    assert native_address(ctypes.CFUNCTYPE(ctypes.c_int)(1234)) is None
+    if f.backend == "llvm":
+        assert isinstance(native_address(bound), int)
+
+
+def test_nested_and_threaded_solves_on_one_compiled_function_do_not_share_buffers():
+    import threading
+
+    from scalar_autograd.optim.first_order import run_first_order
+    from scalar_autograd.optim.oracles import bound_oracle
+
+    params = _angles()
+    tx, ty = sa.Value(0.0), sa.Value(0.0)
+    f = sa.compile(planar_ik_loss(params, (tx, ty)), params, inputs=[tx, ty])
+    targets = [(2.0, 1.5), (-1.0, 2.0), (0.5, -3.0)]
+
+    def fresh_solve(target):
+        ps = _angles()
+        g = sa.compile(planar_ik_loss(ps, (tx, ty)), ps, inputs=[tx, ty])
+        return sa.minimize(g, ps, method="adam", lr=0.02, max_iterations=300,
+                           inputs=list(target)).x
+
+    expected = {t: fresh_solve(t) for t in targets}
+
+    inner = []
+
+    def callback(k, x, fval):
+        if k == 1:  # a nested solve on the same compiled function in the same thread
+            inner.append(sa.minimize(f, params, method="adam", lr=0.02, max_iterations=300,
+                                     inputs=[-1.0, 2.0]).x)
+            for p, v in zip(params, START):
+                p.data = v
+
+    outer = sa.minimize(f, params, method="adam", lr=0.02, max_iterations=300,
+                        inputs=[2.0, 1.5], callback=callback)
+    assert np.array_equal(outer.x, expected[(2.0, 1.5)])
+    assert np.array_equal(inner[0], expected[(-1.0, 2.0)])
+
+    config = AdamConfig(lr=0.02)
+    results = {}
+
+    def worker(target):
+        out = []
+        for _ in range(5):
+            with bound_oracle(f, 5, list(target)) as oracle:
+                out.append(run_first_order(oracle, np.array(START), config, 300).x)
+        results[target] = out
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == sorted(targets)
+    for target, xs in results.items():
+        for x in xs:
+            assert np.array_equal(x, expected[target])

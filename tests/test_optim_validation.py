@@ -131,6 +131,7 @@ BAD_LBFGS = [
     ({"c1": 0.5, "c2": 0.4}, ValueError, "`c1` must be < `c2`"),
     ({"max_line_search": 0}, ValueError, "`max_line_search`"),
     ({"callback": 3}, TypeError, "`callback` must be callable"),
+    ({"history": 1}, TypeError, "`history` must be a bool"),
 ]
 
 

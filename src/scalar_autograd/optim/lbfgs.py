@@ -43,13 +43,14 @@ import numpy as np
 from scalar_autograd.optim.equations import FloatArray
 from scalar_autograd.optim.line_search import FunAndGrad, StrongWolfe
 from scalar_autograd.optim.oracles import (
-    BoundOracle,
+    bound_oracle,
     check_compiled,
     is_compiled_function,
     value_oracle,
 )
 from scalar_autograd.optim.result import OptimizeResult, Status
 from scalar_autograd.optim.validation import (
+    check_bool,
     check_nonnegative_float,
     check_open_unit_interval,
     check_params,
@@ -294,30 +295,28 @@ def lbfgs(
                          max_line_search=max_line_search)
     if callback is not None and not callable(callback):
         raise TypeError(f"`callback` must be callable or None; got {type(callback).__name__}")
+    check_bool(history, "history")
     x0 = np.array([p.data for p in plist], dtype=np.float64)
-    compiled = is_compiled_function(objective)
-    fg: FunAndGrad
-    if compiled:
+    if is_compiled_function(objective):
         check_compiled(objective, plist)
-        fg = BoundOracle(objective, len(plist), inputs)
+        with bound_oracle(objective, len(plist), inputs) as oracle:
+            res = lbfgs_minimize(oracle, x0, config, callback=callback, history=history)
     elif callable(objective):
         if inputs is not None:
             raise ValueError("`inputs` is only used with a compiled objective; got a function")
         fg = value_oracle(plist, objective)
+        try:
+            res = lbfgs_minimize(fg, x0, config, callback=callback, history=history)
+        except BaseException:
+            for p, xi in zip(plist, x0.tolist()):
+                p.data = xi
+            raise
+        fg(res.x)  # leave .grad at the gradient of the returned point
     else:
         raise TypeError(
             "`objective` must be a function of the params returning a Value, or a "
             f"compiled function; got {type(objective).__name__}"
         )
-    try:
-        res = lbfgs_minimize(fg, x0, config, callback=callback, history=history)
-    except BaseException:
-        if not compiled:
-            for p, xi in zip(plist, x0.tolist()):
-                p.data = xi
-        raise
-    if not compiled:
-        fg(res.x)  # leave .grad at the gradient of the returned point
     for p, xi in zip(plist, res.x.tolist()):
         p.data = xi
     return res

@@ -23,7 +23,7 @@ import numpy as np
 from scalar_autograd.optim.equations import AdamConfig, SGDConfig
 from scalar_autograd.optim.first_order import run_first_order
 from scalar_autograd.optim.lbfgs import Callback, LBFGSConfig, lbfgs_minimize
-from scalar_autograd.optim.oracles import BoundOracle, check_compiled, is_compiled_function
+from scalar_autograd.optim.oracles import bound_oracle, check_compiled, is_compiled_function
 from scalar_autograd.optim.result import OptimizeResult
 from scalar_autograd.optim.validation import (
     check_betas,
@@ -171,25 +171,28 @@ def minimize(
                 raise TypeError(f"`inputs` of a Value loss must be leaf Values; inputs[{i}] "
                                 f"is {type(v).__name__}")
         function = jit_compile(loss, plist, input_leaves, backend=backend)
-        oracle = BoundOracle(function, len(plist), None)
+        runtime_inputs = None
     elif is_compiled_function(loss):
         check_compiled(loss, plist)
-        oracle = BoundOracle(loss, len(plist), inputs)
+        function = loss
+        runtime_inputs = inputs
     else:
         raise TypeError(f"`loss` must be a Value or a compiled function; "
                         f"got {type(loss).__name__} {loss!r:.60}")
 
     x0 = np.array([p.data for p in plist], dtype=np.float64)
-    if method == "lbfgs":
-        cb = callback
-        if progress:
-            cb = _progress_callback(callback, iterations)
-        result = lbfgs_minimize(oracle, x0, config, callback=cb, history=history)
-    else:
-        result = run_first_order(
-            oracle, x0, config, iterations, gradient_tolerance=opts["gradient_tolerance"],
-            callback=callback, progress=progress, history=history, label=method,
-        )
+    with bound_oracle(function, len(plist), runtime_inputs) as oracle:
+        if method == "lbfgs":
+            cb = callback
+            if progress:
+                cb = _progress_callback(callback, iterations)
+            result = lbfgs_minimize(oracle, x0, config, callback=cb, history=history)
+        else:
+            result = run_first_order(
+                oracle, x0, config, iterations,
+                gradient_tolerance=opts["gradient_tolerance"], callback=callback,
+                progress=progress, history=history, label=method,
+            )
     for p, xi in zip(plist, result.x.tolist()):
         p.data = xi
     return result

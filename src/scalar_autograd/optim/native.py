@@ -355,8 +355,12 @@ def native_available() -> bool:
 
 
 def native_address(fn: Any) -> int | None:
-    """The address of ``fn`` if it is a zero-argument native (ctypes) function."""
-    if isinstance(fn, ctypes._CFuncPtr):  # type: ignore[attr-defined]
+    """The address of ``fn`` if it is a native (ctypes) function declared with no
+    arguments and no result, ``None`` for anything else (e.g. a Python closure)."""
+    argtypes = getattr(fn, "argtypes", None)
+    if (isinstance(fn, ctypes._CFuncPtr)  # type: ignore[attr-defined]
+            and argtypes is not None and tuple(argtypes) == ()
+            and getattr(fn, "restype", "?") is None):
         address = ctypes.cast(fn, ctypes.c_void_p).value
         return int(address) if address else None
     return None

@@ -16,7 +16,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -124,3 +127,40 @@ class BoundOracle:
             self.x[:] = x
         self.call()
         return float(self.value[0]), self.grad
+
+
+# Binding a compiled function (fixing its buffer addresses) has a cost of its own, so
+# the bound oracles of a compiled function are pooled, per thread, while it lives.
+_POOL: weakref.WeakKeyDictionary[Any, dict[int, list[BoundOracle]]] = (
+    weakref.WeakKeyDictionary()
+)
+_POOL_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def bound_oracle(function: Any, n: int, inputs: Any = None) -> Iterator[BoundOracle]:
+    """A :class:`BoundOracle` of ``function`` for the duration of a ``with`` block.
+
+    Oracles are reused across calls on the same compiled function in the same thread
+    (a nested use in that thread gets a fresh one), so repeated solves bind once.
+    """
+    free: list[BoundOracle] | None
+    oracle: BoundOracle | None = None
+    thread = threading.get_ident()
+    with _POOL_LOCK:
+        try:
+            free = _POOL.setdefault(function, {}).setdefault(thread, [])
+        except TypeError:  # not weak-referenceable: no pooling
+            free = None
+        if free:
+            oracle = free.pop()
+    if oracle is None or oracle.x.size != n:
+        oracle = BoundOracle(function, n, inputs)
+    else:
+        oracle.inputs[:] = input_values(function, inputs)
+    try:
+        yield oracle
+    finally:
+        if free is not None:
+            with _POOL_LOCK:
+                free.append(oracle)

@@ -22,7 +22,22 @@ from scalar_autograd.optim.equations import FloatArray
 
 
 class Status(Enum):
-    """Why an optimiser stopped; the value is the message."""
+    """Why an optimiser stopped; the value is the message.
+
+    ====================  =======  =====================================================
+    member                success  when
+    ====================  =======  =====================================================
+    CONVERGED_GRADIENT    yes      ``max |g_i| <= gradient_tolerance``
+    CONVERGED_FTOL        yes      ``(f_k - f_k+1) / max(|f_k|, |f_k+1|, 1) <= ftol``
+    COMPLETED             yes      a first-order method ran all ``max_iterations`` steps
+    MAX_ITERATIONS        no       L-BFGS reached ``max_iterations`` unconverged
+    MAX_EVALUATIONS       no       L-BFGS reached ``max_evaluations`` unconverged
+    LINE_SEARCH_FAILED    no       no step decreased the objective, even along ``-g``
+    NON_FINITE            no       the objective (or, at the start, the gradient) is
+                                   nan or inf at the current iterate
+    CALLBACK_STOP         no       the callback returned ``True``
+    ====================  =======  =====================================================
+    """
 
     CONVERGED_GRADIENT = "converged: the gradient norm is at most gradient_tolerance"
     CONVERGED_FTOL = (
