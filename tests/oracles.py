@@ -94,8 +94,18 @@ ORACLES: dict[str, Callable[..., mpmath.mpf]] = {
 PARTIAL_CONVENTIONS: dict[tuple[str, int], float] = {
     # ``pow``'s second argument is a constant exponent: no gradient flows to it.
     ("pow", 1): 0.0,
+    # ``where``'s condition only selects: no gradient flows to it.
+    ("where", 0): 0.0,
+    # step functions and comparisons: derivative 0 everywhere, also at the jumps
+    **{(name, 0): 0.0 for name in ("sign", "floor", "ceil", "round", "trunc")},
+    **{(name, i): 0.0 for name in ("eq", "ne", "gt", "lt", "ge", "le") for i in (0, 1)},
 }
-"""``(op name, argument index) -> partial`` fixed by convention, not by calculus."""
+"""``(op name, argument index) -> partial`` fixed by convention, not by calculus.
+
+Elsewhere the documented kink conventions (``abs'(0) = 0``, ties of ``min``/``max``,
+``clamp`` bounds, ``mod``'s ``d/db``) are tested at the kinks themselves; at sampled
+points away from kinks they must agree with ``mpmath.diff``.
+"""
 
 
 def evaluate(name: str, args: tuple[float, ...]) -> mpmath.mpf:

@@ -88,7 +88,7 @@ def test_a_mistaken_derivative_is_caught() -> None:
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
     ({"order": 2}, ValueError, "order"),
     ({"order": 0}, ValueError, "order"),
-    ({"modes": ("fwd",)}, ValueError, "modes"),
+    ({"modes": ("no-such-mode",)}, ValueError, "modes"),
     ({"modes": ()}, ValueError, "modes"),
     ({"modes": "rev"}, TypeError, "modes"),
     ({"eps": 0.0}, ValueError, "eps"),

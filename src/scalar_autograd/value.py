@@ -11,7 +11,7 @@ Example:
     >>> y = x * x + sa.sin(x)
     >>> y.backward()
     >>> round(x.grad, 12)  # 2x + cos x
-    5.010007503399
+    5.0100075034
 """
 
 from __future__ import annotations
@@ -571,7 +571,9 @@ def _grad_order(root: Value) -> list[Value]:
     The set holds the nodes themselves: hashing by identity (``object.__hash__``, distinct
     for distinct live objects, so ``Value.__eq__`` is never consulted) is several times
     faster than building ``id()`` ints. A ``None`` on the stack marks "all arguments of
-    the node below are done".
+    the node below are done". Arguments are pushed last-first and marked when popped, so
+    the order is exactly that of a recursive depth-first search (and gradients are
+    accumulated in the same order as before).
     """
     order: list[Value] = []
     visited: set[Value] = set()
@@ -587,7 +589,7 @@ def _grad_order(root: Value) -> list[Value]:
         mark(node)
         push(node)
         push(None)
-        for child in node.args:
+        for child in reversed(node.args):
             if child.requires_grad and child not in visited:
                 push(child)
     return order
