@@ -122,6 +122,12 @@ class _Model:
             else:
                 Js = J * row_scale[:, None]
         self.J = Js.tocsr() if self.sparse else Js
+        self.irls_weight: np.ndarray | None = None
+        if opts.loss != "linear":
+            # rho'(z) per row: the IRLS weights, for the gradient-tolerance test
+            self.irls_weight = fs * row_scale / np.where(r == 0.0, 1.0, r)
+            self.irls_weight[r == 0.0] = 1.0
+            self._raw_r = r
         self.f = fs
         self.g = np.asarray(Js.T @ fs).ravel()
         if self.sparse:
@@ -136,10 +142,19 @@ class _Model:
         return -(float(self.g @ h) + 0.5 * float(Jh @ Jh))
 
     def gradient_cosine(self) -> float:
-        fnorm = float(np.linalg.norm(self.f))
+        """max_j |g_j| / (|f| |J[:, j]|) (MINPACK). With a robust loss both norms are
+        taken with the IRLS weights rho'(z_i), so that g = (W J)^T (W r), W = sqrt(rho')."""
+        if self.irls_weight is None:
+            fnorm = float(np.linalg.norm(self.f))
+            col = np.sqrt(self.diag)
+        else:
+            w = self.irls_weight
+            fnorm = math.sqrt(float(np.sum(w * self._raw_r**2)))
+            raw = self.raw_J
+            squared = raw.multiply(raw) if self.sparse else raw * raw
+            col = np.sqrt(np.asarray(squared.T @ w).ravel())
         if fnorm == 0.0:
             return 0.0
-        col = np.sqrt(self.diag)
         used = col > 0
         if not np.any(used):
             return 0.0
