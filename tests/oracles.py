@@ -87,6 +87,7 @@ ORACLES: dict[str, Callable[..., mpmath.mpf]] = {
     "sum": lambda *xs: mpmath.fsum(xs),
     "mean": lambda *xs: mpmath.fsum(xs) / len(xs),
     # C functions
+    "stop_gradient": lambda x: x,
     "fmod": lambda a, b: a - b * _trunc(a / b),
     "copysign": lambda a, b: mpmath.fabs(a) * (-1 if b < 0 else 1),
 }
@@ -96,6 +97,8 @@ PARTIAL_CONVENTIONS: dict[tuple[str, int], float] = {
     ("pow", 1): 0.0,
     # ``where``'s condition only selects: no gradient flows to it.
     ("where", 0): 0.0,
+    # ``stop_gradient`` is the identity whose derivative is 0 by definition.
+    ("stop_gradient", 0): 0.0,
     # step functions and comparisons: derivative 0 everywhere, also at the jumps
     **{(name, 0): 0.0 for name in ("sign", "floor", "ceil", "round", "trunc")},
     **{(name, i): 0.0 for name in ("eq", "ne", "gt", "lt", "ge", "le") for i in (0, 1)},

@@ -5,8 +5,8 @@ Example:
     >>> x = sa.Value(2.0, requires_grad=True)
     >>> y = sa.sin(x) * x
     >>> y.backward()
-    >>> round(y.data, 6), round(x.grad, 6)
-    (1.818595, 0.077004)
+    >>> print(f"{y.data:.6f} {x.grad:.6f}")
+    1.818595 0.077004
 """
 
 from scalar_autograd.functional import *  # noqa: F403
@@ -22,7 +22,6 @@ from scalar_autograd.jit import (
 )
 from scalar_autograd.losses import *  # noqa: F403
 from scalar_autograd.losses import __all__ as _losses_all
-from scalar_autograd.matrix import Matrix3x3
 from scalar_autograd.lsq import (
     LeastSquaresProblem,
     LeastSquaresResult,
@@ -30,6 +29,7 @@ from scalar_autograd.lsq import (
     ResidualBlock,
     nonlinear_least_squares,
 )
+from scalar_autograd.matrix import Matrix3x3
 from scalar_autograd.modes import detect_anomaly, is_grad_enabled, no_grad
 from scalar_autograd.nn import MLP, Layer, Neuron
 from scalar_autograd.optim import (

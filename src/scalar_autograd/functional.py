@@ -23,6 +23,7 @@ __all__ = [
     "trunc", "minimum", "maximum", "clamp", "relu", "tanh", "sigmoid", "softplus", "sin",
     "cos", "tan", "asin", "acos", "atan", "atan2", "exp", "log", "sinh", "cosh", "log1p",
     "expm1", "eq", "ne", "gt", "lt", "ge", "le", "where", "if_then_else", "sum", "mean",
+    "stop_gradient",
 ]
 
 
@@ -268,6 +269,21 @@ def where(condition: ValueLike, a: ValueLike, b: ValueLike) -> Value:
         (2.0, -1.0)
     """
     return apply(_T["where"], condition, a, b)
+
+
+def stop_gradient(x: ValueLike) -> Value:
+    """``x`` unchanged, but no gradient flows back through it (JAX's ``stop_gradient``).
+
+    Unlike :meth:`Value.detach` it stays a node of the graph, so compiled code keeps
+    reading the live value.
+
+    Example:
+        >>> x = Value(3.0, requires_grad=True)
+        >>> y = x * stop_gradient(x)
+        >>> y.backward(); y.data, x.grad
+        (9.0, 3.0)
+    """
+    return apply(_T["stop_gradient"], x)
 
 
 if_then_else = where

@@ -65,17 +65,9 @@ def _rayleigh(a: tuple[Value, ...], v: Vec3) -> Value:
     ])
 
 
-_GRID = 2.0**52
-
-
 def _constant_unit(v: Vec3) -> Vec3:
-    """``v`` (components in [-1, 1]) rounded to multiples of 2^-52, with derivative 0.
-
-    ``round`` has derivative 0, so this is a stop-gradient made of table ops: the value
-    moves by at most 2^-53 (absolute, i.e. rounding level for a unit vector) and no
-    gradient flows back into the computation of ``v``.
-    """
-    return Vec3(*(F.round(c * _GRID) * (1.0 / _GRID) for c in v))
+    """``v`` with no gradient flowing back into its computation (``stop_gradient``)."""
+    return Vec3(*(F.stop_gradient(c) for c in v))
 
 
 def _select(condition: Value, a: Vec3, b: Vec3) -> Vec3:
@@ -398,9 +390,8 @@ class Matrix3x3:
         """The smallest eigenvalue with the eigenvector-rule gradient ``d lambda/dA_ij = v_i v_j``.
 
         Built as ``lambda = v^T A v`` with ``v`` the in-graph unit eigenvector of
-        :meth:`smallest_eigenvector` held constant: ``v`` is rounded to multiples of
-        2^-52 with ``round``, whose derivative is 0, so the gradient is exactly
-        ``v_i v_j`` (Hellmann-Feynman: for a unit eigenvector ``d(v^T A v) = v^T dA v``
+        :meth:`smallest_eigenvector` held constant with ``stop_gradient``, so the gradient
+        is exactly ``v_i v_j`` (Hellmann-Feynman: for a unit eigenvector ``d(v^T A v) = v^T dA v``
         because ``2 lambda v^T dv = lambda d|v|^2 = 0``). Letting the gradient flow through
         ``v`` as well would be right in exact arithmetic, but near repeated eigenvalues
         ``dv/dA`` is huge and times the rounding-level residual ``A v - lambda v`` it

@@ -163,6 +163,10 @@ def _x_cube(m: Any, x: Any) -> Any:
     return x * x * x
 
 
+def _x_stop_gradient(m: Any, x: Any) -> Any:
+    return x
+
+
 def _x_mean(m: Any, *args: Any) -> Any:
     return m.div(m.sum(*args), float(len(args)))
 
@@ -362,6 +366,9 @@ OPS: tuple[Op, ...] = (
        method=None, category="reduction"),
     Op("mean", VARIADIC, _from_expansion(_x_mean), _d_mean, _expand(_x_mean), (_R,),
        "sum / n, one node (n >= 1); d/dai = 1/n", method=None, category="reduction"),
+    Op("stop_gradient", 1, _from_expansion(_x_stop_gradient), _zero(1),
+       _expand(_x_stop_gradient), (_R,),
+       "x itself; no gradient flows through it (JAX's stop_gradient, torch's detach)"),
     # C functions the expansions need; public too
     Op("fmod", 2, nx.fmod, lambda m, a, b, out: (1.0, -m.trunc(m.div(a, b))), _call("fmod"),
        ((-5.0, 5.0), (0.5, 3.0)), "C fmod (sign of a); d/da = 1, d/db = -trunc(a/b)"),

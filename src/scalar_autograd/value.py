@@ -483,6 +483,10 @@ class Value:
         """1.0 where ``self <= other`` else 0.0."""
         return apply(_ops.OPS_BY_NAME["le"], self, other)
 
+    def stop_gradient(self) -> Value:
+        """``self``'s value in the graph with no gradient flowing back (stays compiled)."""
+        return apply(_ops.OPS_BY_NAME["stop_gradient"], self)
+
     def where(self, condition: ValueLike, other: ValueLike) -> Value:
         """``self`` where ``condition`` is non-zero, else ``other`` (as torch)."""
         return apply(_ops.OPS_BY_NAME["where"], condition, self, other)
