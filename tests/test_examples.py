@@ -282,4 +282,6 @@ def test_demo_module_doctests() -> None:
 def test_table_parser_sees_every_column() -> None:
     rows = [demo.SpeedupRow(5, 48, 10, 2.0, 1.0, 0.5, 3.0, 0.0, 0.0, (0.0,), (0.0,))]
     text = demo.speedup_table(rows)
-    assert re.search(r"5\s+48\s+10\s+2\.0\s+1\.0\s+0\.50\s+4x\s+2\.0x\s+3\.0", text), text
+    assert re.search(r"5\s+48\s+10\s+2\.0\s+1\.0\s+0\.50\s+4x\s+2x\s+3\.0", text), text
+    assert [demo._ratio(x) for x in (250.4, 14.23, 4.0, 0.5349)] == ["250x", "14.2x", "4x",
+                                                                       "0.53x"]

@@ -366,9 +366,16 @@ def speedup_table(rows: Sequence[SpeedupRow]) -> str:
     headers = ["variables", "graph nodes", "iterations", "traditional ms", "seed API ms",
                "compiled ms", "speedup", "seed API speedup", "compile ms"]
     body = [[r.variables, r.graph_nodes, r.iterations, f"{r.traditional_ms:.1f}",
-             f"{r.seed_api_ms:.1f}", f"{r.compiled_ms:.2f}", f"{r.speedup:.0f}x",
-             f"{r.seed_api_speedup:.1f}x", f"{r.compile_ms:.1f}"] for r in rows]
+             f"{r.seed_api_ms:.1f}", f"{r.compiled_ms:.2f}", _ratio(r.speedup),
+             _ratio(r.seed_api_speedup), f"{r.compile_ms:.1f}"] for r in rows]
     return format_table(headers, body)
+
+
+def _ratio(x: float) -> str:
+    """``"97x"``, ``"14.2x"`` or ``"0.53x"``: at least two significant digits."""
+    if x >= 100:
+        return f"{x:.0f}x"
+    return f"{x:.3g}x" if x >= 1 else f"{x:.2g}x"
 
 
 # ----------------------------------------------------------------------------- plots
