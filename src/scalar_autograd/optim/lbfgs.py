@@ -42,6 +42,7 @@ import numpy as np
 
 from scalar_autograd.optim.equations import FloatArray
 from scalar_autograd.optim.line_search import FunAndGrad, StrongWolfe
+from scalar_autograd.optim.native import TwoLoop, native_available
 from scalar_autograd.optim.oracles import (
     bound_oracle,
     check_compiled,
@@ -98,9 +99,10 @@ class LBFGSConfig:
 
 
 class _Memory:
-    """The ring of the last ``m`` curvature pairs and the two-loop recursion."""
+    """The ring of the last ``m`` curvature pairs and the two-loop recursion into ``d``."""
 
-    def __init__(self, m: int, n: int) -> None:
+    def __init__(self, m: int, g: FloatArray, d: FloatArray) -> None:
+        n = g.size
         self.m = m
         self.s = np.empty((m, n))
         self.y = np.empty((m, n))
@@ -108,7 +110,11 @@ class _Memory:
         self.alpha = np.empty(m)
         self.count = 0
         self.head = 0  # the slot the next pair goes to
+        self._g = g
+        self._d = d
         self._work = np.empty(n)
+        self._native = (TwoLoop(self.s, self.y, self.rho, self.alpha, g, d)
+                        if native_available() else None)
 
     def reset(self) -> None:
         self.count = 0
@@ -123,13 +129,17 @@ class _Memory:
         self.head = (self.head + 1) % self.m
         self.count = min(self.count + 1, self.m)
 
-    def direction(self, g: FloatArray, d: FloatArray) -> None:
+    def direction(self) -> None:
         """``d = -H g`` by the two-loop recursion (N&W Algorithm 7.4)."""
+        newest = (self.head - 1) % self.m
+        if self._native is not None:
+            self._native.direction(self.count, newest)
+            return
+        g, d = self._g, self._d
         np.negative(g, out=d)
         if self.count == 0:
             return
         m, s, y, rho, alpha, work = self.m, self.s, self.y, self.rho, self.alpha, self._work
-        newest = (self.head - 1) % m
         order = [(newest - j) % m for j in range(self.count)]
         for i in order:
             a = rho[i] * float(np.dot(s[i], d))
@@ -189,16 +199,16 @@ def lbfgs_minimize(
     if _inf_norm(g) <= cfg.gradient_tolerance:
         return result(Status.CONVERGED_GRADIENT, 0)
 
-    memory = _Memory(cfg.history_size, n)
-    search = StrongWolfe(n, cfg.c1, cfg.c2, cfg.max_line_search)
     d = np.empty(n)
+    memory = _Memory(cfg.history_size, g, d)
+    search = StrongWolfe(n, cfg.c1, cfg.c2, cfg.max_line_search)
     iteration = 0
     while True:
         if iteration >= cfg.max_iterations:
             return result(Status.MAX_ITERATIONS, iteration)
         if nfev >= cfg.max_evaluations:
             return result(Status.MAX_EVALUATIONS, iteration)
-        memory.direction(g, d)
+        memory.direction()
         slope = float(np.dot(g, d))
         if not slope < 0.0:  # H lost positive definiteness numerically: restart
             memory.reset()

@@ -303,6 +303,167 @@ converged:
 }}
 """
 
+_LBFGS_IR = r"""
+; ------------------------------------------------------------------ L-BFGS two-loop
+; a . b, with four partial sums in one vector register, then the tail
+define internal double @dot(i64 %n, ptr noalias %a, ptr noalias %b) {
+entry:
+  %nv = and i64 %n, -4
+  %hasv = icmp sgt i64 %nv, 0
+  br i1 %hasv, label %vloop, label %vdone
+vloop:
+  %i = phi i64 [0, %entry], [%i4, %vloop]
+  %acc = phi <4 x double> [zeroinitializer, %entry], [%acc1, %vloop]
+  %pa = getelementptr double, ptr %a, i64 %i
+  %pb = getelementptr double, ptr %b, i64 %i
+  %va = load <4 x double>, ptr %pa, align 8
+  %vb = load <4 x double>, ptr %pb, align 8
+  %pr = fmul <4 x double> %va, %vb
+  %acc1 = fadd <4 x double> %acc, %pr
+  %i4 = add i64 %i, 4
+  %more = icmp slt i64 %i4, %nv
+  br i1 %more, label %vloop, label %vdone
+vdone:
+  %accf = phi <4 x double> [zeroinitializer, %entry], [%acc1, %vloop]
+  %e0 = extractelement <4 x double> %accf, i32 0
+  %e1 = extractelement <4 x double> %accf, i32 1
+  %e2 = extractelement <4 x double> %accf, i32 2
+  %e3 = extractelement <4 x double> %accf, i32 3
+  %s01 = fadd double %e0, %e1
+  %s23 = fadd double %e2, %e3
+  %s = fadd double %s01, %s23
+  %hastail = icmp slt i64 %nv, %n
+  br i1 %hastail, label %tloop, label %exit
+tloop:
+  %j = phi i64 [%nv, %vdone], [%j1, %tloop]
+  %t = phi double [%s, %vdone], [%t1, %tloop]
+  %qa = getelementptr double, ptr %a, i64 %j
+  %qb = getelementptr double, ptr %b, i64 %j
+  %xa = load double, ptr %qa
+  %xb = load double, ptr %qb
+  %xp = fmul double %xa, %xb
+  %t1 = fadd double %t, %xp
+  %j1 = add i64 %j, 1
+  %tm = icmp slt i64 %j1, %n
+  br i1 %tm, label %tloop, label %exit
+exit:
+  %r = phi double [%s, %vdone], [%t1, %tloop]
+  ret double %r
+}
+
+; y += a * x
+define internal void @axpy(i64 %n, double %a, ptr noalias %x, ptr noalias %y) {
+entry:
+  %empty = icmp sle i64 %n, 0
+  br i1 %empty, label %exit, label %loop
+loop:
+  %i = phi i64 [0, %entry], [%i1, %loop]
+  %px = getelementptr double, ptr %x, i64 %i
+  %py = getelementptr double, ptr %y, i64 %i
+  %xi = load double, ptr %px
+  %yi = load double, ptr %py
+  %ax = fmul double %xi, %a
+  %r = fadd double %yi, %ax
+  store double %r, ptr %py
+  %i1 = add i64 %i, 1
+  %more = icmp slt i64 %i1, %n
+  br i1 %more, label %loop, label %exit
+exit:
+  ret void
+}
+
+; y = a * x
+define internal void @scale(i64 %n, double %a, ptr noalias %x, ptr noalias %y) {
+entry:
+  %empty = icmp sle i64 %n, 0
+  br i1 %empty, label %exit, label %loop
+loop:
+  %i = phi i64 [0, %entry], [%i1, %loop]
+  %px = getelementptr double, ptr %x, i64 %i
+  %py = getelementptr double, ptr %y, i64 %i
+  %xi = load double, ptr %px
+  %r = fmul double %xi, %a
+  store double %r, ptr %py
+  %i1 = add i64 %i, 1
+  %more = icmp slt i64 %i1, %n
+  br i1 %more, label %loop, label %exit
+exit:
+  ret void
+}
+
+; d = -H g by the two-loop recursion (Nocedal & Wright, Algorithm 7.4).
+; block: [n, m, count, newest, &S (m x n), &Y (m x n), &rho (m), &alpha (m), &g, &d]
+define void @lbfgs_direction(ptr %blk) {
+entry:
+  %n.p = getelementptr i64, ptr %blk, i64 0
+  %n = load i64, ptr %n.p
+  %m.p = getelementptr i64, ptr %blk, i64 1
+  %m = load i64, ptr %m.p
+  %count.p = getelementptr i64, ptr %blk, i64 2
+  %count = load i64, ptr %count.p
+  %newest.p = getelementptr i64, ptr %blk, i64 3
+  %newest = load i64, ptr %newest.p
+  %S = call ptr @bget(ptr %blk, i64 4)
+  %Y = call ptr @bget(ptr %blk, i64 5)
+  %rho = call ptr @bget(ptr %blk, i64 6)
+  %alpha = call ptr @bget(ptr %blk, i64 7)
+  %g = call ptr @bget(ptr %blk, i64 8)
+  %d = call ptr @bget(ptr %blk, i64 9)
+  call void @scale(i64 %n, double -1.0, ptr %g, ptr %d)
+  %none = icmp sle i64 %count, 0
+  br i1 %none, label %done, label %first
+first:
+  %j = phi i64 [0, %entry], [%j1, %first]
+  %t = add i64 %newest, %m
+  %t2 = sub i64 %t, %j
+  %idx = srem i64 %t2, %m
+  %off = mul i64 %idx, %n
+  %si = getelementptr double, ptr %S, i64 %off
+  %yi = getelementptr double, ptr %Y, i64 %off
+  %pr = getelementptr double, ptr %rho, i64 %idx
+  %r = load double, ptr %pr
+  %sd = call double @dot(i64 %n, ptr %si, ptr %d)
+  %a = fmul double %r, %sd
+  %pa = getelementptr double, ptr %alpha, i64 %idx
+  store double %a, ptr %pa
+  %na = fneg double %a
+  call void @axpy(i64 %n, double %na, ptr %yi, ptr %d)
+  %j1 = add i64 %j, 1
+  %c1 = icmp slt i64 %j1, %count
+  br i1 %c1, label %first, label %middle
+middle:
+  %noff = mul i64 %newest, %n
+  %sn = getelementptr double, ptr %S, i64 %noff
+  %yn = getelementptr double, ptr %Y, i64 %noff
+  %sy = call double @dot(i64 %n, ptr %sn, ptr %yn)
+  %yy = call double @dot(i64 %n, ptr %yn, ptr %yn)
+  %gamma = fdiv double %sy, %yy
+  call void @scale(i64 %n, double %gamma, ptr %d, ptr %d)
+  br label %second
+second:
+  %k = phi i64 [%count, %middle], [%k1, %second]
+  %k1 = sub i64 %k, 1
+  %u = add i64 %newest, %m
+  %u2 = sub i64 %u, %k1
+  %jdx = srem i64 %u2, %m
+  %joff = mul i64 %jdx, %n
+  %sj = getelementptr double, ptr %S, i64 %joff
+  %yj = getelementptr double, ptr %Y, i64 %joff
+  %prj = getelementptr double, ptr %rho, i64 %jdx
+  %rj = load double, ptr %prj
+  %yd = call double @dot(i64 %n, ptr %yj, ptr %d)
+  %b = fmul double %rj, %yd
+  %paj = getelementptr double, ptr %alpha, i64 %jdx
+  %aj = load double, ptr %paj
+  %coef = fsub double %aj, %b
+  call void @axpy(i64 %n, double %coef, ptr %sj, ptr %d)
+  %c2 = icmp sgt i64 %k1, 0
+  br i1 %c2, label %second, label %done
+done:
+  ret void
+}
+"""
+
 _UPDATE_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _RUN_T = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p)
 
@@ -315,7 +476,8 @@ class _Module:
 
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
-        self.source = _IR + _ENTRY_POINTS.format(name="adam") + _ENTRY_POINTS.format(name="sgd")
+        self.source = (_IR + _ENTRY_POINTS.format(name="adam") + _ENTRY_POINTS.format(name="sgd")
+                       + _LBFGS_IR)
         module = llvm.parse_assembly(self.source)
         module.verify()
         target = llvm.Target.from_default_triple()
@@ -330,6 +492,7 @@ class _Module:
         address = self._engine.get_function_address
         self.update = {k: _UPDATE_T(address(f"{k}_update")) for k in ("adam", "sgd")}
         self.run = {k: _RUN_T(address(f"{k}_run")) for k in ("adam", "sgd")}
+        self.lbfgs_direction = _UPDATE_T(address("lbfgs_direction"))
 
 
 _module: _Module | None = None
@@ -458,3 +621,35 @@ class SGDKernel(_Kernel):
     def sync(self) -> None:
         """Copy the native step count back into the state object."""
         self.state.step = self.steps
+
+
+class TwoLoop:
+    """The native L-BFGS two-loop recursion over fixed buffers.
+
+    ``S`` and ``Y`` are ``(m, n)`` rings of curvature pairs, ``rho[i] = 1 / s_i.y_i``;
+    :meth:`direction` writes ``d = -H g`` using the ``count`` pairs ending at row
+    ``newest`` (``H0 = gamma I``, ``gamma = s.y / y.y`` of the newest pair).
+    """
+
+    def __init__(self, S: FloatArray, Y: FloatArray, rho: FloatArray, alpha: FloatArray,
+                 g: FloatArray, d: FloatArray) -> None:
+        module = _get_module()
+        if module is None:
+            raise RuntimeError("the native optimiser kernels are unavailable (no llvmlite)")
+        m, n = S.shape
+        for a, shape in ((S, (m, n)), (Y, (m, n)), (rho, (m,)), (alpha, (m,)), (g, (n,)),
+                         (d, (n,))):
+            if a.dtype != np.float64 or not a.flags.c_contiguous or a.shape != shape:
+                raise ValueError("TwoLoop needs C-contiguous float64 arrays of matching shapes")
+        self._arrays = (S, Y, rho, alpha, g, d)  # keep alive
+        self.block = np.array([n, m, 0, 0] + [a.ctypes.data for a in self._arrays],
+                              dtype=np.int64)
+        self._block_ptr = ctypes.c_void_p(int(self.block.ctypes.data))
+        self._fn = module.lbfgs_direction
+
+    def direction(self, count: int, newest: int) -> None:
+        """``d = -H g`` from the ``count`` newest pairs (row ``newest`` the newest)."""
+        block = self.block
+        block[2] = count
+        block[3] = newest
+        self._fn(self._block_ptr)

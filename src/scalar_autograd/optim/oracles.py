@@ -130,8 +130,11 @@ class BoundOracle:
 
 
 # Binding a compiled function (fixing its buffer addresses) has a cost of its own, so
-# the bound oracles of a compiled function are pooled, per thread, while it lives.
-_POOL: weakref.WeakKeyDictionary[Any, dict[int, list[BoundOracle]]] = (
+# bound oracles are pooled per thread. The pool is keyed on the compiled function's
+# program object (the JIT hands the same program to every compile of a structurally
+# identical graph) and backend, so solving a freshly compiled copy of the same loss
+# binds nothing new; an entry goes away with its program.
+_POOL: weakref.WeakKeyDictionary[Any, dict[tuple[Any, int], list[BoundOracle]]] = (
     weakref.WeakKeyDictionary()
 )
 _POOL_LOCK = threading.Lock()
@@ -141,20 +144,23 @@ _POOL_LOCK = threading.Lock()
 def bound_oracle(function: Any, n: int, inputs: Any = None) -> Iterator[BoundOracle]:
     """A :class:`BoundOracle` of ``function`` for the duration of a ``with`` block.
 
-    Oracles are reused across calls on the same compiled function in the same thread
+    Oracles are reused across calls on the same compiled program in the same thread
     (a nested use in that thread gets a fresh one), so repeated solves bind once.
     """
     free: list[BoundOracle] | None
     oracle: BoundOracle | None = None
-    thread = threading.get_ident()
+    owner = getattr(function, "program", None)
+    if owner is None:
+        owner = function
+    key = (getattr(function, "backend", None), threading.get_ident())
     with _POOL_LOCK:
         try:
-            free = _POOL.setdefault(function, {}).setdefault(thread, [])
+            free = _POOL.setdefault(owner, {}).setdefault(key, [])
         except TypeError:  # not weak-referenceable: no pooling
             free = None
         if free:
             oracle = free.pop()
-    if oracle is None or oracle.x.size != n:
+    if oracle is None or oracle.x.size != n or oracle.inputs.size != _n_inputs(function):
         oracle = BoundOracle(function, n, inputs)
     else:
         oracle.inputs[:] = input_values(function, inputs)
@@ -164,3 +170,7 @@ def bound_oracle(function: Any, n: int, inputs: Any = None) -> Iterator[BoundOra
         if free is not None:
             with _POOL_LOCK:
                 free.append(oracle)
+
+
+def _n_inputs(function: Any) -> int:
+    return int(getattr(function, "n_inputs", 0))

@@ -107,6 +107,11 @@ def check_params(params: Any, name: str = "params") -> list[Value]:
     items = list(params)
     if not items:
         raise ValueError(f"`{name}` must hold at least one Value; got an empty sequence")
+    # fast path: one pass over the list without building messages
+    if len(set(map(id, items))) == len(items) and all(
+        type(p) is Value and p.op is None and p.requires_grad for p in items
+    ):
+        return items
     seen: dict[int, int] = {}
     for i, p in enumerate(items):
         if not isinstance(p, Value):
