@@ -6,7 +6,8 @@ vectors (Nocedal & Wright, Algorithm 7.5):
 * the search direction ``d = -H g`` comes from the two-loop recursion (Algorithm 7.4)
   over the last ``history_size`` curvature pairs ``s = x_{k+1} - x_k``,
   ``y = g_{k+1} - g_k``, with the initial matrix ``H0 = gamma I``,
-  ``gamma = s.y / y.y`` of the newest pair;
+  ``gamma = s.y / y.y`` of the newest pair (run natively by :class:`.native.TwoLoop`
+  when llvmlite is available, else with numpy);
 * a pair is stored only when ``s.y > eps * y.y`` (``eps`` the float64 machine epsilon),
   which keeps ``H`` positive definite;
 * the step comes from a strong-Wolfe line search (:mod:`.line_search`), first trying

@@ -1,4 +1,4 @@
-"""Native (LLVM) versions of the SGD and Adam updates, and a native first-order loop.
+"""Native (LLVM) SGD/Adam updates, the native first-order loop and the L-BFGS two-loop.
 
 :mod:`.equations` states the updates with numpy; this module emits the same
 floating-point operations, element by element and in the same order, as textual LLVM
@@ -15,7 +15,12 @@ Two entry points per optimiser:
   same buffers), record the loss, stop on a non-finite loss or a small gradient, update".
   The whole loop runs without returning to Python.
 
-The module compiles once per process, on first use (tens of milliseconds).
+:class:`TwoLoop` runs L-BFGS's two-loop recursion over the ring of curvature pairs in
+one call (its dot products use four partial sums, so they may differ from numpy's in
+the last bits; nothing compares them bitwise).
+
+The module compiles once per process, on first use (tens of milliseconds). Without
+llvmlite everything falls back to the numpy code paths.
 
 Example:
     >>> import numpy as np
