@@ -28,7 +28,6 @@ import ctypes
 import struct
 import threading
 from collections.abc import Callable
-from itertools import count
 from typing import Any
 
 import numpy as np
@@ -263,11 +262,6 @@ class NativeEngine:
         """The address of the compiled function ``name``."""
         return int(self.engine.get_function_address(name))
 
-    def add(self, source: str) -> None:
-        """Compile more IR into this engine (it may call what is already there)."""
-        self.engine.add_module(_ensure_llvm().parse_assembly(source))
-        self.engine.finalize_object()
-
 
 def native_engine(source: str, level: int) -> NativeEngine:
     """Parse, verify, optimise (``level`` 0-3) and compile LLVM IR text for this CPU.
@@ -317,8 +311,6 @@ class LLVMKernel:
                                self.source) from exc
         self._kernel = _KERNEL_T(self._engine.address("kernel"))
         self._batch = _BATCH_T(self._engine.address("batch"))
-        self._bound = count()
-        self._bind_lock = threading.Lock()
 
     def run(self, x: np.ndarray, u: np.ndarray, val: np.ndarray, der: np.ndarray,
             scratch: np.ndarray) -> None:
@@ -332,17 +324,18 @@ class LLVMKernel:
              scratch: np.ndarray) -> Callable[[], None]:
         """A zero-argument native function with these buffers' addresses baked in.
 
-        The returned callable keeps the buffers (and this kernel) alive.
+        The wrapper is a tiny module of its own engine (compiled at O0, well under a
+        millisecond), so it is freed with the returned callable, which keeps the buffers
+        and this kernel alive.
         """
-        with self._bind_lock:
-            name = f"bound{next(self._bound)}"
-            ptrs = ", ".join(f"ptr inttoptr (i64 {_addr(a)} to ptr)"
-                             for a in (x, u, val, der, scratch))
-            self._engine.add(f"declare void @kernel(ptr, ptr, ptr, ptr, ptr)\n"
-                             f"define void @{name}() nounwind {{\n"
-                             f"  call void @kernel({ptrs})\n  ret void\n}}\n")
-            fn = _BOUND_T(self._engine.address(name))
-        fn.keep_alive = (self, x, u, val, der, scratch)  # type: ignore[attr-defined]
+        ptrs = ", ".join(f"ptr inttoptr (i64 {_addr(a)} to ptr)"
+                         for a in (x, u, val, der, scratch))
+        kernel = self._engine.address("kernel")
+        engine = native_engine(
+            f"define void @bound() nounwind {{\n"
+            f"  call void inttoptr (i64 {kernel} to ptr)({ptrs})\n  ret void\n}}\n", 0)
+        fn = _BOUND_T(engine.address("bound"))
+        fn.keep_alive = (engine, self, x, u, val, der, scratch)  # type: ignore[attr-defined]
         return fn  # type: ignore[no-any-return]
 
 
