@@ -477,24 +477,12 @@ class _Module:
     """The compiled module (one per process) and its four entry points."""
 
     def __init__(self) -> None:
-        import llvmlite.binding as llvm
+        from scalar_autograd.backends.llvm import native_engine
 
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
         self.source = (_IR + _ENTRY_POINTS.format(name="adam") + _ENTRY_POINTS.format(name="sgd")
                        + _LBFGS_IR)
-        module = llvm.parse_assembly(self.source)
-        module.verify()
-        target = llvm.Target.from_default_triple()
-        self._tm = target.create_target_machine(
-            cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-            opt=2)
-        pto = llvm.create_pipeline_tuning_options(speed_level=2)
-        builder = llvm.create_pass_builder(self._tm, pto)
-        builder.getModulePassManager().run(module, builder)
-        self._engine = llvm.create_mcjit_compiler(module, self._tm)
-        self._engine.finalize_object()
-        address = self._engine.get_function_address
+        self._engine = native_engine(self.source, 2)
+        address = self._engine.address
         self.update = {k: _UPDATE_T(address(f"{k}_update")) for k in ("adam", "sgd")}
         self.run = {k: _RUN_T(address(f"{k}_run")) for k in ("adam", "sgd")}
         self.lbfgs_direction = _UPDATE_T(address("lbfgs_direction"))
@@ -512,7 +500,7 @@ def _get_module() -> _Module | None:
             if _module is None and not _failed:
                 try:
                     _module = _Module()
-                except Exception:  # no llvmlite or no native target: use numpy
+                except ImportError:  # no llvmlite: use the numpy code paths
                     _failed = True
     return _module
 
