@@ -7,8 +7,9 @@ compile time for large graphs.
    float64 vectors with ``value_and_grad``).
 2. Per-call latency of value and gradient for the same losses: ``f.value_and_grad(x)``,
    the bound zero-argument call ``f.bind(...)``, JAX ``jit(value_and_grad)``, CasADi
-   ``Function`` and CasADi's pre-bound ``buffer()`` path, when installed (skipped with
-   a note when not).
+   ``Function`` and CasADi's pre-bound ``buffer()`` path, PyTorch eager (vectorised,
+   float64, one thread) and HIPS autograd, when installed (skipped with a note when
+   not). micrograd has no ``sin``/``cos``, so it cannot express this loss.
 3. Compile time (trace, differentiate, lower, generate, native compile, first call)
    and evaluation time per node for chained graphs of 10^3 to 10^5 nodes (10^6 with
    ``--huge``).
@@ -143,18 +144,75 @@ def _casadi_latency(n: int, x0: np.ndarray, repeats: int) -> tuple[float, float]
     return t_call, per_call(f_eval, repeats)
 
 
+def _torch_latency(n: int, x0: np.ndarray, repeats: int) -> float | None:
+    """PyTorch eager: build the (vectorised) loss and backpropagate on every call."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    x = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
+
+    def value_and_grad() -> tuple[float, np.ndarray]:
+        phi = torch.cumsum(x, 0)
+        loss = (torch.cos(phi).sum() - TARGET[0]) ** 2 + (torch.sin(phi).sum() - TARGET[1]) ** 2
+        (grad,) = torch.autograd.grad(loss, x)
+        return loss.item(), grad.numpy()
+
+    _check_peer("PyTorch", value_and_grad()[0], x0)
+    return per_call(value_and_grad, repeats)
+
+
+def _autograd_latency(n: int, x0: np.ndarray, repeats: int) -> float | None:
+    """HIPS autograd ``value_and_grad`` of the numpy-written loss."""
+    try:
+        import autograd
+        import autograd.numpy as anp
+    except ImportError:
+        return None
+
+    def loss(theta: Any) -> Any:
+        phi = anp.cumsum(theta)
+        return (anp.sum(anp.cos(phi)) - TARGET[0]) ** 2 + (anp.sum(anp.sin(phi)) - TARGET[1]) ** 2
+
+    vg = autograd.value_and_grad(loss)
+    _check_peer("HIPS autograd", float(vg(x0)[0]), x0)
+    return per_call(lambda: vg(x0), repeats)
+
+
+def _check_peer(name: str, value: float, x0: np.ndarray) -> None:
+    """Raise if a peer's loss disagrees with ours at ``x0`` (same function, same point)."""
+    phi = np.cumsum(x0)
+    expected = (np.cos(phi).sum() - TARGET[0]) ** 2 + (np.sin(phi).sum() - TARGET[1]) ** 2
+    if abs(value - expected) > 1e-9 * max(1.0, abs(expected)):
+        raise RuntimeError(f"{name} computes another loss: {value} vs {expected}")
+
+
+PEER_NOTES = {
+    "jax": "JAX not installed (pip install jax)",
+    "casadi": "CasADi not installed (pip install casadi)",
+    "torch": "PyTorch not installed (pip install torch; CPU wheel: "
+             "--index-url https://download.pytorch.org/whl/cpu)",
+    "autograd": "HIPS autograd not installed (pip install autograd)",
+    "micrograd": "micrograd has no sin/cos: it cannot express the IK loss",
+}
+"""Why a peer's column says n/a."""
+
+
 def latency_table(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
     return [_latency_row(n, repeats) for n in sizes]
 
 
 def _latency_row(n: int, repeats: int) -> dict[str, Any]:
     angles = [sa.Value(0.0) for _ in range(n)]
-    f = sa.compile(planar_ik_loss(angles, TARGET), angles)
+    loss = planar_ik_loss(angles, TARGET)
+    f = sa.compile(loss, angles)
     x = np.linspace(0.1, 0.5, n)
     grad, value = np.zeros(n), np.zeros(1)
     bound = f.bind(x, grad, value=value)
     row: dict[str, Any] = {
         "joints": n,
+        "graph nodes": len(sa.topological_order(loss)),
         "value_and_grad us": 1e6 * per_call(lambda: f.value_and_grad(x), repeats),
         "bind() us": 1e6 * per_call(bound, repeats),
     }
@@ -163,10 +221,21 @@ def _latency_row(n: int, repeats: int) -> dict[str, Any]:
     cas = _casadi_latency(n, x, repeats)
     row["CasADi F(x) us"] = None if cas is None else 1e6 * cas[0]
     row["CasADi buffer us"] = None if cas is None else 1e6 * cas[1]
+    torch_t = _torch_latency(n, x, repeats)
+    row["PyTorch eager us"] = None if torch_t is None else 1e6 * torch_t
+    ag_t = _autograd_latency(n, x, repeats)
+    row["HIPS autograd us"] = None if ag_t is None else 1e6 * ag_t
+    row["micrograd us"] = None  # no sin/cos in micrograd 0.1.0
+    vg = row["value_and_grad us"] / 1e6
     if cas is not None:
         row["buffer / bind"] = cas[1] / (row["bind() us"] / 1e6)
+        row["CasADi F / value_and_grad"] = cas[0] / vg
     if jax_t is not None:
-        row["JAX / value_and_grad"] = jax_t / (row["value_and_grad us"] / 1e6)
+        row["JAX / value_and_grad"] = jax_t / vg
+    if torch_t is not None:
+        row["PyTorch / value_and_grad"] = torch_t / vg
+    if ag_t is not None:
+        row["autograd / value_and_grad"] = ag_t / vg
     return row
 
 

@@ -1,9 +1,14 @@
 """Random programs (hypothesis): every backend agrees with the interpreter on values and
-gradients, nan and inf included, and with eager mode where everything is finite."""
+gradients, nan and inf included, and with eager mode where everything is finite.
+
+Backends: python (bit-exact), llvm native code and the llvm tape VM (forced with
+``VM_THRESHOLD = -1``), each through both kernels: the value kernel (``f(x)``) and the
+value-and-derivative kernel (``f.value_and_grad(x)``)."""
 
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -11,6 +16,8 @@ from hypothesis import strategies as st
 
 import scalar_autograd as sa
 from jit_support import assert_same, same_float
+from scalar_autograd.backends import llvm as llvm_backend
+from scalar_autograd.jit.cache import KERNELS
 from scalar_autograd.ops import OPS, VARIADIC
 from scalar_autograd.value import apply
 
@@ -56,11 +63,12 @@ def test_random_programs_agree_across_backends(program, data):
     out, params = build(program, traced)
     reference = sa.compile(out, params, backend="interpreter")
     ref_value, ref_grad = reference.value_and_grad(point)
-    for backend in ("python", "llvm"):
-        f = sa.compile(out, params, backend=backend)
-        value, grad = f.value_and_grad(point)
+    assert same_float(reference(point), ref_value), (reference(point), ref_value)
+    for backend in ("python", "llvm", "llvm-vm"):
+        f, value, grad, forward = _run(out, params, point, backend)
         exact = backend == "python"
-        assert same_float(value, ref_value, rel=0 if exact else 1e-12), (backend, value,
+        for v, what in ((value, "value_and_grad"), (forward, "f(x)")):
+            assert same_float(v, ref_value, rel=0 if exact else 1e-12), (backend, what, v,
                                                                          ref_value)
         assert_same(grad, ref_grad, rel=0 if exact else 1e-12, abs_tol=0 if exact else 1e-300,
                     what=f"{backend} gradient")
@@ -73,3 +81,21 @@ def test_random_programs_agree_across_backends(program, data):
         if np.all(np.isfinite(eager_grad)) and np.all(np.isfinite(ref_grad)) and \
                 np.all(np.abs(ref_grad) < 1e100):
             assert_same(ref_grad, eager_grad, rel=1e-9, abs_tol=1e-12, what="vs eager")
+
+
+def _run(out, params, point, backend):
+    """Compile on ``backend`` (``llvm-vm``: the llvm backend forced onto its tape VM)."""
+    if backend != "llvm-vm":
+        f = sa.compile(out, params, backend=backend)
+        value, grad = f.value_and_grad(point)
+        return f, value, grad, f(point)
+    with mock.patch.object(llvm_backend, "VM_THRESHOLD", -1):
+        KERNELS.clear()  # no native kernel of this program may be reused
+        try:
+            f = sa.compile(out, params, backend="llvm")
+            value, grad = f.value_and_grad(point)
+            forward = f(point)
+            assert f._entry.deriv_kernel().mode == "vm"
+        finally:
+            KERNELS.clear()
+    return f, value, grad, forward

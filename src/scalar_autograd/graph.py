@@ -35,9 +35,7 @@ def topological_order(
     Returns:
         The nodes in dependency order (leaves first), each once.
     """
-    from scalar_autograd.value import Value
-
-    root_list = [roots] if isinstance(roots, Value) else list(roots)
+    root_list = _root_list(roots, "roots")
     order: list[Value] = []
     visited: set[int] = set()
     for root in root_list:
@@ -61,6 +59,26 @@ def topological_order(
                 stack.pop()
                 order.append(node)
     return order
+
+
+def _root_list(roots: object, name: str) -> list[Value]:
+    """``roots`` as a list of Values; a TypeError naming ``name`` for anything else."""
+    from scalar_autograd.value import Value
+
+    if isinstance(roots, Value):
+        return [roots]
+    if isinstance(roots, (str, bytes)):
+        raise TypeError(f"{name} must be a Value or an iterable of Values; got "
+                        f"{type(roots).__name__}")
+    try:
+        root_list = list(roots)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"{name} must be a Value or an iterable of Values; got "
+                        f"{type(roots).__name__}") from None
+    for i, root in enumerate(root_list):
+        if not isinstance(root, Value):
+            raise TypeError(f"{name}[{i}] must be a Value; got {type(root).__name__} {root!r:.40}")
+    return root_list
 
 
 def _escape(text: str) -> str:
@@ -93,7 +111,7 @@ def to_dot(output: Value | Iterable[Value], rankdir: str = "LR") -> str:
     """
     if rankdir not in ("LR", "TB", "RL", "BT"):
         raise ValueError(f"rankdir must be one of LR, TB, RL, BT; got {rankdir!r}")
-    nodes = topological_order(output)
+    nodes = topological_order(_root_list(output, "output"))
     ids = {id(n): f"n{i}" for i, n in enumerate(nodes)}
     lines = ["digraph scalar_autograd {", f"  rankdir={rankdir};"]
     for n in nodes:

@@ -248,7 +248,10 @@ def logsumexp(values: Sequence[ValueLike]) -> Value:
     m = x[0]
     for xi in x[1:]:
         m = F.maximum(m, xi)
-    return m + F.log(F.sum([F.exp(xi - m) for xi in x]))
+    # shift by m only where it is finite (scipy, PyTorch): logsumexp([inf, 0]) = inf and
+    # logsumexp([-inf, -inf]) = -inf, not inf - inf = nan
+    shift = F.where(F.eq(m - m, 0.0), m, 0.0)
+    return shift + F.log(F.sum([F.exp(xi - shift) for xi in x]))
 
 
 def categorical_cross_entropy(logits: Sequence[ValueLike],
