@@ -72,18 +72,56 @@ class Assembler:
         rows = np.concatenate(raw_rows) if raw_rows else np.zeros(0, dtype=np.int64)
         cols = np.concatenate(raw_cols) if raw_cols else np.zeros(0, dtype=np.int64)
         keys = rows.astype(np.int64) * n + cols.astype(np.int64)
+        self._positions: np.ndarray | None = None
         if sparse:
-            unique, self._inverse = np.unique(keys, return_inverse=True)
-            self._indices = (unique % n).astype(np.int32 if n < 2**31 else np.int64)
-            counts = np.bincount(unique // n, minlength=m)
-            self._indptr = np.concatenate([[0], np.cumsum(counts)])
-            self._nnz = unique.size
+            if not self._direct_csr_pattern():
+                unique, self._inverse = np.unique(keys, return_inverse=True)
+                self._indices = (unique % n).astype(np.int32 if n < 2**31 else np.int64)
+                counts = np.bincount(unique // n, minlength=m)
+                self._indptr = np.concatenate([[0], np.cumsum(counts)])
+                self._nnz = unique.size
         else:
             self._keys = keys
+        self._last_blocks: list[np.ndarray] = []
+        self._gram_pattern: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None
         self.columns_used = np.zeros(n, dtype=bool)
         self.columns_used[cols] = True
         self.rows_with_params = np.zeros(m, dtype=bool)
         self.rows_with_params[rows] = True
+
+    def _direct_csr_pattern(self) -> bool:
+        """CSR pattern without a global sort, when every residual row is produced once
+        and no row names a column twice (the usual case): each raw entry then has its
+        own slot, found by sorting the k columns of each row. Returns False otherwise."""
+        m, n = self.m, self.n
+        row_length = np.zeros(m, dtype=np.int64)
+        seen = np.zeros(m, dtype=np.int64)
+        for b in self.blocks:
+            np.add.at(seen, b.rows.ravel(), 1)
+            row_length[b.rows.ravel()] = b.param_index.shape[1]
+        if np.any(seen != 1):
+            return False
+        indptr = np.concatenate([[0], np.cumsum(row_length)])
+        indices = np.empty(int(indptr[-1]), dtype=np.int32 if n < 2**31 else np.int64)
+        positions = []
+        for b in self.blocks:
+            N, mb = b.rows.shape
+            k = b.param_index.shape[1]
+            cols = np.broadcast_to(b.param_index[:, None, :], (N, mb, k)).reshape(N * mb, k)
+            order = np.argsort(cols, axis=1, kind="stable")
+            sorted_cols = np.take_along_axis(cols, order, axis=1)
+            if k > 1 and np.any(sorted_cols[:, 1:] == sorted_cols[:, :-1]):
+                return False
+            rank = np.empty_like(order)
+            np.put_along_axis(rank, order, np.arange(k)[None, :], axis=1)
+            pos = indptr[b.rows.ravel()][:, None] + rank
+            indices[pos.ravel()] = cols.ravel()
+            positions.append(pos.ravel())
+        self._positions = np.concatenate(positions) if positions else np.zeros(0, np.int64)
+        self._indices = indices
+        self._indptr = indptr
+        self._nnz = int(indptr[-1])
+        return True
 
     def residuals(self, x: np.ndarray) -> np.ndarray:
         r = np.empty(self.m)
@@ -98,12 +136,59 @@ class Assembler:
             V, J = b.values_and_jacobian(x)
             r[b.rows.ravel()] = V.ravel()
             parts.append(J.ravel())
+        self._last_blocks = [p for p in parts]
         values = np.concatenate(parts) if parts else np.zeros(0)
         if self.sparse:
             import scipy.sparse as sp
 
-            data = np.bincount(self._inverse, weights=values, minlength=self._nnz)
+            if self._positions is not None:
+                data = np.empty(self._nnz)
+                data[self._positions] = values
+            else:
+                data = np.bincount(self._inverse, weights=values, minlength=self._nnz)
             J = sp.csr_matrix((data, self._indices, self._indptr), shape=(self.m, self.n))
             return r, J
         flat = np.bincount(self._keys, weights=values, minlength=self.m * self.n)
         return r, flat.reshape(self.m, self.n)
+
+    # ---------------------------------------------------------------- J^T J by blocks
+    def _gram_structure(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """CSR pattern of ``J^T J`` and, per (row, slot a, slot b) product, its entry."""
+        if self._gram_pattern is None:
+            n = self.n
+            keys = []
+            for b in self.blocks:
+                idx = b.param_index
+                k = idx.shape[1]
+                keys.append((idx[:, :, None] * n + idx[:, None, :]).reshape(-1, k * k))
+            flat = np.concatenate([k.ravel() for k in keys]) if keys else np.zeros(0, np.int64)
+            unique, inverse = np.unique(flat, return_inverse=True)
+            indices = (unique % n).astype(np.int32 if n < 2**31 else np.int64)
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(unique // n, minlength=n))])
+            self._gram_pattern = (inverse, indices, indptr, unique.size)
+        return self._gram_pattern
+
+    def gram(self, row_scale: np.ndarray | None = None) -> Any:
+        """``J_s^T J_s`` (CSR, symmetric) at the last evaluated point, from the blocks.
+
+        ``J_s = diag(row_scale) J``. Each row's ``k x k`` outer product is formed from
+        its dense Jacobian block and scattered into a pattern computed once; this is
+        several times faster than a general sparse product ``J.T @ J``.
+        """
+        import scipy.sparse as sp
+
+        inverse, indices, indptr, nnz = self._gram_structure()
+        products = []
+        for b, flat in zip(self.blocks, self._last_blocks):
+            N, mb = b.rows.shape
+            k = b.param_index.shape[1]
+            Jb = flat.reshape(N, mb, k)
+            if row_scale is not None:
+                Jb = Jb * row_scale[b.rows][:, :, None]
+            outer = Jb[:, 0, :, None] * Jb[:, 0, None, :]
+            for j in range(1, mb):
+                outer += Jb[:, j, :, None] * Jb[:, j, None, :]
+            products.append(outer.ravel())
+        values = np.concatenate(products) if products else np.zeros(0)
+        data = np.bincount(inverse, weights=values, minlength=nnz)
+        return sp.csr_matrix((data, indices, indptr), shape=(self.n, self.n))

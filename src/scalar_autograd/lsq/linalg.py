@@ -118,11 +118,24 @@ def solve_sparse(
     """
     sp = import_scipy_sparse()
     if method == "sparse_cholesky":
-        M = (A + sp.diags(mu * D)).tocsc()
-        h = _sparse_cholesky_solve(M, -g)
+        h = _sparse_cholesky_solve(_damped_csc(A, mu * D, sp), -g)
         if h is not None and np.all(np.isfinite(h)):
             return h
     return _lsmr_step(J, f, D, mu)
+
+
+def _damped_csc(A: Any, diagonal: np.ndarray, sp: Any) -> Any:
+    """``A + diag(diagonal)`` as CSC, for symmetric CSR ``A`` (whose CSR arrays are its
+    CSC arrays), adding in place on the stored diagonal when every one is stored."""
+    A = A.tocsr()
+    n = A.shape[0]
+    rows = np.repeat(np.arange(n), np.diff(A.indptr))
+    on_diag = np.flatnonzero(A.indices == rows)
+    if on_diag.size != n:
+        return (A + sp.diags(diagonal)).tocsc()
+    data = A.data.copy()
+    data[on_diag] += diagonal[rows[on_diag]]
+    return sp.csc_matrix((data, A.indices, A.indptr), shape=A.shape)
 
 
 def _sparse_cholesky_solve(M: Any, b: np.ndarray) -> np.ndarray | None:
@@ -136,7 +149,7 @@ def _sparse_cholesky_solve(M: Any, b: np.ndarray) -> np.ndarray | None:
         except CholmodNotPositiveDefiniteError:
             return None
     try:
-        lu = spla.splu(M, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+        lu = spla.splu(M, permc_spec="COLAMD", diag_pivot_thresh=0.0,
                        options={"SymmetricMode": True})
     except RuntimeError:  # exactly singular
         return None

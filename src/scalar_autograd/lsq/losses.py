@@ -72,7 +72,7 @@ def loss_cost(name: str, residuals: np.ndarray, scale: float) -> float:
     """``0.5 * sum(rho_i)``: the cost the solver minimises (nan if any residual is)."""
     with np.errstate(over="ignore", invalid="ignore"):
         if name == "linear":
-            return 0.5 * float(np.dot(residuals, residuals))
+            return 0.5 * float(np.einsum("i,i->", residuals, residuals))
         z = (residuals / scale) ** 2
         return 0.5 * scale**2 * float(np.sum(_rho(name, z)[0]))
 

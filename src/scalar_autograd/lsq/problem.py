@@ -202,7 +202,8 @@ class LeastSquaresProblem:
                 print(f"note: {unused} parameter(s) are used by no residual; they stay put")
             print(f"{asm.m} residuals, {asm.n} parameters, "
                   f"{'sparse' if asm.sparse else 'dense'} Jacobian")
-        result = levenberg_marquardt(asm.residuals_and_jacobian, asm.residuals, self.x, opts)
+        result = levenberg_marquardt(asm.residuals_and_jacobian, asm.residuals, self.x, opts,
+                                     gram=asm.gram if asm.sparse else None)
         self.x = result.x.copy()
         return result
 
