@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 import scalar_autograd as sa
+from scalar_autograd.demo import measure_speedup
 from scalar_autograd.kinematics import planar_ik_loss
 
 TARGET = (2.0, 1.5)
@@ -60,49 +61,16 @@ def per_call(fn: Callable[[], Any], repeats: int, min_time: float = 0.05) -> flo
 # ----------------------------------------------------------------------------- 1. seed table
 
 def seed_table(sizes: list[int], iterations: int, repeats: int) -> list[dict[str, Any]]:
-    return [_seed_row(n, iterations, repeats) for n in sizes]
-
-
-def _seed_row(n: int, iterations: int, repeats: int) -> dict[str, Any]:
-    start = [0.1 * (i + 1) for i in range(n)]
-
-    def traditional() -> None:
-        angles = [sa.Value(a, requires_grad=True) for a in start]
-        for _ in range(iterations):
-            for a in angles:
-                a.grad = 0.0
-            planar_ik_loss(angles, TARGET).backward()
-            for a in angles:
-                a.data -= LR * a.grad
-
-    angles = [sa.Value(a, requires_grad=True) for a in start]
-    loss = planar_ik_loss(angles, TARGET)
-    fn = sa.compile_gradient_function(loss, angles)
-    f = fn.compiled  # type: ignore[attr-defined]
-
-    def compiled_seed_api() -> None:
-        for a, s in zip(angles, start):
-            a.data = s
-        for _ in range(iterations):
-            sa.apply_compiled_gradients(fn, angles)
-            for a in angles:
-                a.data -= LR * a.grad
-
-    def compiled_vector() -> None:
-        x = np.array(start)
-        grad = np.empty(n)
-        for _ in range(iterations):
-            f.value_and_grad(x, out=grad)
-            x -= LR * grad
-
-    t_trad = median_time(traditional, repeats)
-    t_seed = median_time(compiled_seed_api, repeats)
-    t_vec = median_time(compiled_vector, repeats)
-    return {"variables": n, "graph nodes": len(sa.topological_order(loss)),
-            "iterations": iterations, "traditional ms": 1e3 * t_trad,
-            "compiled (seed API) ms": 1e3 * t_seed,
-            "compiled (vector) ms": 1e3 * t_vec,
-            "speedup seed API": t_trad / t_seed, "speedup vector": t_trad / t_vec}
+    """The demo's measurement (``scalar_autograd.demo.measure_speedup``), with medians."""
+    rows = []
+    for n in sizes:
+        r = measure_speedup(n, iterations, repeats, statistic=statistics.median)
+        rows.append({"variables": n, "graph nodes": r.graph_nodes, "iterations": iterations,
+                     "traditional ms": r.traditional_ms,
+                     "compiled (seed API) ms": r.seed_api_ms,
+                     "compiled (vector) ms": r.compiled_ms,
+                     "speedup seed API": r.seed_api_speedup, "speedup vector": r.speedup})
+    return rows
 
 
 # ----------------------------------------------------------------------------- 2. latency
