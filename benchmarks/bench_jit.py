@@ -37,7 +37,6 @@ from scalar_autograd.demo import measure_speedup
 from scalar_autograd.kinematics import planar_ik_loss
 
 TARGET = (2.0, 1.5)
-LR = 0.01
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> float:
