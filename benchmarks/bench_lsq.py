@@ -165,7 +165,7 @@ def bench_crossover(repeats: int) -> None:
 
             def run(asm: Any = asm, opts: SolverOptions = opts, x0: Any = b.x0) -> Any:
                 return levenberg_marquardt(asm.residuals_and_jacobian, asm.residuals, x0,
-                                           opts, gram=asm.gram if asm.sparse else None)
+                                           opts)
 
             run()
             t, res = median_time(run, repeats)

@@ -82,8 +82,6 @@ class Assembler:
                 self._nnz = unique.size
         else:
             self._keys = keys
-        self._last_blocks: list[np.ndarray] = []
-        self._gram_pattern: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None
         self.columns_used = np.zeros(n, dtype=bool)
         self.columns_used[cols] = True
         self.rows_with_params = np.zeros(m, dtype=bool)
@@ -136,7 +134,6 @@ class Assembler:
             V, J = b.values_and_jacobian(x)
             r[b.rows.ravel()] = V.ravel()
             parts.append(J.ravel())
-        self._last_blocks = [p for p in parts]
         values = np.concatenate(parts) if parts else np.zeros(0)
         if self.sparse:
             import scipy.sparse as sp
@@ -150,45 +147,3 @@ class Assembler:
             return r, J
         flat = np.bincount(self._keys, weights=values, minlength=self.m * self.n)
         return r, flat.reshape(self.m, self.n)
-
-    # ---------------------------------------------------------------- J^T J by blocks
-    def _gram_structure(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """CSR pattern of ``J^T J`` and, per (row, slot a, slot b) product, its entry."""
-        if self._gram_pattern is None:
-            n = self.n
-            keys = []
-            for b in self.blocks:
-                idx = b.param_index
-                k = idx.shape[1]
-                keys.append((idx[:, :, None] * n + idx[:, None, :]).reshape(-1, k * k))
-            flat = np.concatenate([k.ravel() for k in keys]) if keys else np.zeros(0, np.int64)
-            unique, inverse = np.unique(flat, return_inverse=True)
-            indices = (unique % n).astype(np.int32 if n < 2**31 else np.int64)
-            indptr = np.concatenate([[0], np.cumsum(np.bincount(unique // n, minlength=n))])
-            self._gram_pattern = (inverse, indices, indptr, unique.size)
-        return self._gram_pattern
-
-    def gram(self, row_scale: np.ndarray | None = None) -> Any:
-        """``J_s^T J_s`` (CSR, symmetric) at the last evaluated point, from the blocks.
-
-        ``J_s = diag(row_scale) J``. Each row's ``k x k`` outer product is formed from
-        its dense Jacobian block and scattered into a pattern computed once; this is
-        several times faster than a general sparse product ``J.T @ J``.
-        """
-        import scipy.sparse as sp
-
-        inverse, indices, indptr, nnz = self._gram_structure()
-        products = []
-        for b, flat in zip(self.blocks, self._last_blocks):
-            N, mb = b.rows.shape
-            k = b.param_index.shape[1]
-            Jb = flat.reshape(N, mb, k)
-            if row_scale is not None:
-                Jb = Jb * row_scale[b.rows][:, :, None]
-            outer = Jb[:, 0, :, None] * Jb[:, 0, None, :]
-            for j in range(1, mb):
-                outer += Jb[:, j, :, None] * Jb[:, j, None, :]
-            products.append(outer.ravel())
-        values = np.concatenate(products) if products else np.zeros(0)
-        data = np.bincount(inverse, weights=values, minlength=nnz)
-        return sp.csr_matrix((data, indices, indptr), shape=(self.n, self.n))

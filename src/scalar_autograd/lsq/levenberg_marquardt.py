@@ -106,8 +106,7 @@ class IterationInfo:
 class _Model:
     """The Gauss-Newton model at one point: scaled J and f, gradient, normal matrix."""
 
-    def __init__(self, r: np.ndarray, J: Any, opts: SolverOptions,
-                 gram: Callable[[np.ndarray | None], Any] | None = None) -> None:
+    def __init__(self, r: np.ndarray, J: Any, opts: SolverOptions) -> None:
         self.sparse = hasattr(J, "tocsr")
         self.raw_J = J
         self.row_scale = None
@@ -131,10 +130,8 @@ class _Model:
         self.f = fs
         self.g = np.asarray(Js.T @ fs).ravel()
         if self.sparse:
-            if gram is not None:
-                self.A = gram(self.row_scale)
-            else:
-                self.A = (self.J.T @ self.J).tocsr()
+            # an explicit CSR transpose makes the product CSR x CSR (no conversions)
+            self.A = (self.J.T.tocsr() @ self.J).tocsr()
             self.diag = np.asarray(self.A.diagonal())
         else:
             self.A = Js.T @ Js
@@ -208,7 +205,6 @@ def levenberg_marquardt(
     options: SolverOptions | None = None,
     *,
     log: Callable[[str], None] = print,
-    gram: Callable[[np.ndarray | None], Any] | None = None,
 ) -> LeastSquaresResult:
     """Minimise ``0.5 * sum(rho(r(x)**2))`` from ``x0`` (see the module docstring).
 
@@ -219,9 +215,6 @@ def levenberg_marquardt(
         x0: the starting point ``(n,)``.
         options: validated options (defaults if omitted).
         log: where verbose lines go.
-        gram: optional ``row_scale -> J_s^T J_s`` for the last Jacobian returned by
-            ``residuals_and_jacobian`` (a faster normal matrix for sparse problems whose
-            structure is known, as residual blocks).
 
     Returns:
         A :class:`LeastSquaresResult`; ``x`` is the best point found.
@@ -249,7 +242,7 @@ def levenberg_marquardt(
     cost = loss_cost(opts.loss, r, opts.loss_scale) if r.size else 0.0
     if not np.all(np.isfinite(r)) or not math.isfinite(cost):
         return finish(Status.NONFINITE_INITIAL, None)
-    model = _Model(r, J, opts, gram)
+    model = _Model(r, J, opts)
     if not model.finite():
         return finish(Status.NONFINITE_JACOBIAN, model)
     linear_solver = opts.linear_solver
@@ -310,7 +303,7 @@ def levenberg_marquardt(
             r = np.asarray(r, dtype=float)
             njev += 1
             cost = loss_cost(opts.loss, r, opts.loss_scale)
-            model = _Model(r, J, opts, gram)
+            model = _Model(r, J, opts)
             if not model.finite():
                 return finish(Status.NONFINITE_JACOBIAN, model)
             np.maximum(scaling, model.diag, out=scaling)

@@ -202,8 +202,7 @@ class LeastSquaresProblem:
                 print(f"note: {unused} parameter(s) are used by no residual; they stay put")
             print(f"{asm.m} residuals, {asm.n} parameters, "
                   f"{'sparse' if asm.sparse else 'dense'} Jacobian")
-        result = levenberg_marquardt(asm.residuals_and_jacobian, asm.residuals, self.x, opts,
-                                     gram=asm.gram if asm.sparse else None)
+        result = levenberg_marquardt(asm.residuals_and_jacobian, asm.residuals, self.x, opts)
         self.x = result.x.copy()
         return result
 

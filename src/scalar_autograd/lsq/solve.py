@@ -143,11 +143,8 @@ def nonlinear_least_squares(
             oracle = CompiledOracle(plist, residual_fn, opts.linear_solver)
         else:
             oracle = GraphOracle(plist, residual_fn)
-        gram = None
-        if mode == "compiled" and oracle.assembler.sparse:
-            gram = oracle.assembler.gram
         result = levenberg_marquardt(
-            _noting_constants(oracle, opts.verbose), oracle.residuals, x0, opts, gram=gram
+            _noting_constants(oracle, opts.verbose), oracle.residuals, x0, opts
         )
     except BaseException:
         for p, v in zip(plist, x0):
