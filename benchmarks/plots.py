@@ -95,9 +95,12 @@ def make_plots(results: dict[str, Any], out_dir: Path, docs_dir: Path) -> list[s
         path = out_dir / "latency_vs_size.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
-        docs_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, docs_dir / "latency_vs_size.png")
-        notes.append(f"Plots: {path.name} (also docs/latency_vs_size.png)")
+        if docs_dir.resolve() != out_dir.resolve():
+            docs_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, docs_dir / "latency_vs_size.png")
+            notes.append(f"Plots: {path.name} (also {docs_dir.name}/latency_vs_size.png)")
+        else:
+            notes.append(f"Plots: {path.name}")
     compile_rows = [r for r in _rows(results, "large") if r.get("compile s") is not None]
     if compile_rows:
         fig, ax = plt.subplots(figsize=(7.5, 5))

@@ -32,8 +32,8 @@ Run:
     python -m benchmarks --sections latency large
     python -m benchmarks --from-json benchmarks/out/results.json   # re-render only
 
-The raw tables of the last run are kept in ``benchmarks/out/results.json`` (ignored by
-git).
+The raw tables of the last default run are kept in ``benchmarks/out/results.json``
+(ignored by git; with ``--out X.md``: ``X.json``, and the plots stay in ``--plots``).
 """
 
 from __future__ import annotations
@@ -132,7 +132,10 @@ def _sizes(opts: dict[str, Any]) -> list[int]:
 
 
 def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blocked installation
+        return False
 
 
 def _external(script: str, quick: bool) -> dict[str, Any]:
@@ -269,7 +272,7 @@ def write_results(path: Path, results: dict[str, dict[str, Any]], command: str,
     out += [f"- {line}" for line in machine_note()]
     out += [""]
     out += [f"![per-call latency vs graph size]({os.path.relpath(ROOT / 'docs', path.parent)}"
-            f"/latency_vs_size.png)", ""] if (ROOT / "docs/latency_vs_size.png").exists() else []
+            f"/latency_vs_size.png)", ""] if any("latency_vs_size" in n for n in plot_notes) else []
     out += [f"- {n}" for n in plot_notes] + ([""] if plot_notes else [])
     for name, result in results.items():
         out += [f"## {SECTION_TITLES[name]}", ""]
@@ -343,14 +346,18 @@ def main(argv: list[str] | None = None) -> int:
         status = results[name].get("error", "ok")
         print(f"[benchmarks] {name}: {status} ({time.perf_counter() - t:.0f} s)",
               file=sys.stderr, flush=True)
+    default_out = args.out.resolve() == (BENCH / "RESULTS.md").resolve()
     plot_notes: list[str] = []
     if not args.no_plots:
         from benchmarks import plots
 
-        plot_notes = plots.make_plots(results, args.plots, ROOT / "docs")
+        # only the default run refreshes the README's figure in docs/
+        plot_notes = plots.make_plots(results, args.plots,
+                                      ROOT / "docs" if default_out else args.plots)
     if args.from_json is None:
-        (BENCH / "out").mkdir(exist_ok=True)
-        (BENCH / "out" / "results.json").write_text(json.dumps(
+        saved = BENCH / "out" / "results.json" if default_out else args.out.with_suffix(".json")
+        saved.parent.mkdir(exist_ok=True)
+        saved.write_text(json.dumps(
             {"results": results, "argv": argv, "elapsed": time.perf_counter() - start}))
     command = "python -m benchmarks " + " ".join(argv)
     write_results(args.out, results, command.strip(), plot_notes, time.perf_counter() - start)
