@@ -82,6 +82,9 @@ class Assembler:
                 self._nnz = unique.size
         else:
             self._keys = keys
+            # no (row, column) repeated: a plain scatter instead of a summing bincount
+            ordered = np.sort(keys)
+            self._unique_keys = not bool(np.any(ordered[1:] == ordered[:-1]))
         self.columns_used = np.zeros(n, dtype=bool)
         self.columns_used[cols] = True
         self.rows_with_params = np.zeros(m, dtype=bool)
@@ -145,5 +148,9 @@ class Assembler:
                 data = np.bincount(self._inverse, weights=values, minlength=self._nnz)
             J = sp.csr_matrix((data, self._indices, self._indptr), shape=(self.m, self.n))
             return r, J
-        flat = np.bincount(self._keys, weights=values, minlength=self.m * self.n)
+        if self._unique_keys:
+            flat = np.zeros(self.m * self.n)
+            flat[self._keys] = values
+        else:
+            flat = np.bincount(self._keys, weights=values, minlength=self.m * self.n)
         return r, flat.reshape(self.m, self.n)
