@@ -148,6 +148,7 @@ class Assembler:
                 data = np.bincount(self._inverse, weights=values, minlength=self._nnz)
             J = sp.csr_matrix((data, self._indices, self._indptr), shape=(self.m, self.n))
             return r, J
+        flat: np.ndarray
         if self._unique_keys:
             flat = np.zeros(self.m * self.n)
             flat[self._keys] = values

@@ -71,6 +71,8 @@ MIN_GAIN_RATIO = 1e-4
 MAX_DAMPING = 1e32
 """Past this damping (relative to the Marquardt diagonal) the solver gives up."""
 MIN_DAMPING = 1e-20
+NARROW_COLUMNS = 8
+"""Dense Jacobians with at most this many columns use einsum instead of BLAS."""
 FVV_STEP = 0.1
 """Finite-difference step (along the unit of the velocity) for geodesic acceleration."""
 MAX_ACCELERATION_RATIO = 0.75
@@ -128,17 +130,23 @@ class _Model:
             self.irls_weight[r == 0.0] = 1.0
             self._raw_r = r
         self.f = fs
-        self.g = np.asarray(Js.T @ fs).ravel()
+        # tall, narrow dense Jacobians: numpy's own loops, not (threaded) BLAS, whose
+        # start-up cost dominates these small products on a busy machine
+        self.narrow = not self.sparse and Js.shape[1] <= NARROW_COLUMNS
+        if self.narrow:
+            self.g = np.einsum("ij,i->j", Js, fs)
+        else:
+            self.g = np.asarray(Js.T @ fs).ravel()
         if self.sparse:
             # an explicit CSR transpose makes the product CSR x CSR (no conversions)
             self.A = (self.J.T.tocsr() @ self.J).tocsr()
             self.diag = np.asarray(self.A.diagonal())
         else:
-            self.A = Js.T @ Js
+            self.A = np.einsum("ij,ik->jk", Js, Js) if self.narrow else Js.T @ Js
             self.diag = np.diag(self.A).copy()
 
     def predicted_reduction(self, h: np.ndarray) -> float:
-        Jh = self.J @ h
+        Jh = np.einsum("ij,j->i", self.J, h) if self.narrow else self.J @ h
         return -(float(self.g @ h) + 0.5 * float(Jh @ Jh))
 
     def gradient_cosine(self) -> float:
