@@ -135,7 +135,7 @@ def _x_max(m: Any, a: Any, b: Any) -> Any:
 
 
 def _x_clamp(m: Any, x: Any, lo: Any, hi: Any) -> Any:
-    return m.where(m.lt(x, lo), lo, m.where(m.gt(x, hi), hi, x))
+    return m.min(m.max(x, lo), hi)  # a nan anywhere gives nan (as torch.clamp)
 
 
 def _x_relu(m: Any, x: Any) -> Any:
@@ -297,7 +297,8 @@ OPS: tuple[Op, ...] = (
     Op("clamp", 3, _from_expansion(_x_clamp),
        lambda m, x, lo, hi, out: (m.mul(m.ge(x, lo), m.le(x, hi)), m.lt(x, lo), m.gt(x, hi)),
        _expand(_x_clamp), (_R, (-4.0, -3.5), (3.5, 4.0)),
-       "x limited to [lo, hi]; d/dx = 1 for lo <= x <= hi (bounds inclusive, as PyTorch), "
+       "x limited to [lo, hi] (nan if any is nan); d/dx = 1 for lo <= x <= hi (bounds "
+       "inclusive, as PyTorch), "
        "d/dlo = 1 for x < lo, d/dhi = 1 for x > hi"),
     # activations
     Op("relu", 1, _from_expansion(_x_relu), lambda m, x, out: (m.gt(x, 0.0),),

@@ -628,7 +628,11 @@ def zero_grad(values: Iterable[Value]) -> None:
         >>> (p[0] * 3).backward(); zero_grad(p); p[0].grad
         0.0
     """
-    for v in values:
+    if isinstance(values, Value) or not isinstance(values, Iterable):
+        raise TypeError(f"values must be an iterable of Values; got {type(values).__name__}")
+    items = list(values)
+    for i, v in enumerate(items):  # check all first: nothing is half-updated
         if not isinstance(v, Value):
-            raise TypeError(f"values must contain Value objects; got {type(v).__name__}")
+            raise TypeError(f"values[{i}] must be a Value; got {type(v).__name__}")
+    for v in items:
         v.grad = 0.0
