@@ -157,9 +157,11 @@ class Builder:
         else:
             return self.const(OPS_BY_NAME[name].eval(*[consts[a] for a in args]))
         if name in _SIMPLIFIABLE:
-            simplified = self._simplify(name, args)
-            if simplified is not None:
-                return simplified
+            # arithmetic simplifies only with a constant operand: skip the call otherwise
+            if name not in _NEED_CONSTANT or args[0] in consts or args[1] in consts:
+                simplified = self._simplify(name, args)
+                if simplified is not None:
+                    return simplified
             if name in COMMUTATIVE and args[0] > args[1]:
                 args = (args[1], args[0])
         key = (name, args)
@@ -220,6 +222,7 @@ class Builder:
 _NEG_ZERO = _pack(-0.0)
 _POS_ZERO = _pack(0.0)
 _SIMPLIFIABLE = frozenset({"mul", "add", "sub", "div", "neg", "where", "sum", "eq", "ne"})
+_NEED_CONSTANT = frozenset({"mul", "add", "sub", "div"})
 
 
 def dead_code_elimination(program: Program) -> Program:
@@ -240,15 +243,17 @@ def dead_code_elimination(program: Program) -> Program:
                 live[a] = True
     if all(live):
         return program
-    remap: dict[int, int] = {}
+    remap = [-1] * len(nodes)
     kept: list[tuple[str, Any]] = []
+    renumbered = False  # false until the first dropped node: ids before it are unchanged
     for i, node in enumerate(nodes):
         if not live[i]:
+            renumbered = True
             continue
         remap[i] = len(kept)
         kind, payload = node
-        if kind not in ("input", "const"):
-            node = (kind, tuple(remap[a] for a in payload))
+        if renumbered and kind != "input" and kind != "const":
+            node = (kind, tuple(map(remap.__getitem__, payload)))
         kept.append(node)
     return Program(
         tuple(kept),
