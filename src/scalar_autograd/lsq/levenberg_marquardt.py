@@ -4,11 +4,13 @@
 Per iteration, with ``J_s, f_s`` the (robust-loss scaled) Jacobian and residuals at the
 current point ``x``, ``g = J_s^T f_s`` the gradient of the cost and ``A = J_s^T J_s``:
 
-1. Marquardt scaling: ``D_j = max over iterations of A_jj`` (the running maximum, as
+1. Marquardt scaling: ``D_j = max over iterations of (J^T J)_jj`` (the running maximum, as
    MINPACK's ``diag`` and Ceres), floored at ``eps * max(D)`` so unused parameters stay
    solvable. The running maximum keeps the damping from collapsing on a column that
    is momentarily small, which is what makes ill-conditioned problems such as NIST's
-   Hahn1 converge.
+   Hahn1 converge. ``J`` here is the model's Jacobian before the robust-loss row
+   weights, which can zero a row's curvature (Cauchy outliers) and would then leave
+   the parameters only that row touches undamped.
 2. Step: ``(A + mu diag(D)) h = -g`` (:mod:`scalar_autograd.lsq.linalg`).
 3. Trial: residuals only at ``x + h`` (never the Jacobian). Gain ratio
    ``rho = (cost(x) - cost(x + h)) / (L(0) - L(h))`` with the model reduction
@@ -144,6 +146,15 @@ class _Model:
         else:
             self.A = np.einsum("ij,ik->jk", Js, Js) if self.narrow else Js.T @ Js
             self.diag = np.diag(self.A).copy()
+        # Marquardt scaling comes from the model's own Jacobian, not the loss weights:
+        # a robust loss can zero a row's curvature (Cauchy outliers) and leave the
+        # damping of the parameters it alone touches with nothing to scale by.
+        if self.row_scale is None:
+            self.scaling_diag = self.diag
+        elif self.sparse:
+            self.scaling_diag = np.asarray(J.multiply(J).sum(axis=0)).ravel()
+        else:
+            self.scaling_diag = np.einsum("ij,ij->j", J, J)
 
     def predicted_reduction(self, h: np.ndarray) -> float:
         Jh = np.einsum("ij,j->i", self.J, h) if self.narrow else self.J @ h
@@ -259,7 +270,7 @@ def levenberg_marquardt(
     if model.sparse and linear_solver == "dense":
         linear_solver = "sparse_cholesky"
 
-    scaling = model.diag.copy()
+    scaling = model.scaling_diag.copy()
     mu = opts.initial_damping
     nu = 2.0
     if opts.verbose:
@@ -314,7 +325,7 @@ def levenberg_marquardt(
             model = _Model(r, J, opts)
             if not model.finite():
                 return finish(Status.NONFINITE_JACOBIAN, model)
-            np.maximum(scaling, model.diag, out=scaling)
+            np.maximum(scaling, model.scaling_diag, out=scaling)
             mu = max(MIN_DAMPING, mu * max(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3))
             nu = 2.0
         else:
