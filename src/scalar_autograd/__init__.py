@@ -22,7 +22,6 @@ from scalar_autograd.jit import (
 )
 from scalar_autograd.losses import *  # noqa: F403
 from scalar_autograd.losses import __all__ as _losses_all
-from scalar_autograd.matrix import Matrix3x3
 from scalar_autograd.lsq import (
     LeastSquaresProblem,
     LeastSquaresResult,
@@ -30,6 +29,7 @@ from scalar_autograd.lsq import (
     ResidualBlock,
     nonlinear_least_squares,
 )
+from scalar_autograd.matrix import Matrix3x3
 from scalar_autograd.modes import detect_anomaly, is_grad_enabled, no_grad
 from scalar_autograd.nn import MLP, Layer, Neuron
 from scalar_autograd.optim import (
