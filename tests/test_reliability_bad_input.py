@@ -573,10 +573,7 @@ def _clip_nonfinite() -> Any:
     return sa.clip_grad_norm([p], 1.0, error_if_nonfinite=True)
 
 
-KNOWN_DEFECTS = {
-    "LeastSquaresProblem x0 str": "lsq/problem.py converts x0 with np.array(x0, dtype=float) "
-                                  "unguarded: numpy's message does not name x0 (reported)",
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 """Cases that fail today, each reported to its module's owner; strict, so a fix shows."""
 
 

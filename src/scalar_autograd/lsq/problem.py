@@ -87,10 +87,21 @@ class LeastSquaresProblem:
 
     Attributes:
         x: the current parameters; :meth:`solve` leaves the best point found here.
+
+    Raises:
+        TypeError: ``x0`` is a string or not convertible to floats.
+        ValueError: ``x0`` is not a non-empty 1-D array, or not finite.
     """
 
     def __init__(self, x0: Any, blocks: Sequence[ResidualBlock] = ()) -> None:
-        x = np.array(x0, dtype=float)
+        if isinstance(x0, (str, bytes)):
+            raise TypeError(f"x0 must be a 1-D array-like of real numbers; got "
+                            f"{type(x0).__name__} {x0!r}")
+        try:
+            x = np.array(x0, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"x0 must be a 1-D array-like of real numbers; got "
+                            f"{type(x0).__name__} ({exc})") from exc
         if x.ndim != 1 or x.size == 0:
             raise ValueError(f"x0 must be a non-empty 1-D array of parameters; got shape "
                              f"{x.shape}")
