@@ -218,6 +218,41 @@ def test_small_bundle_adjustment_solvers_agree(linear_solver: str) -> None:
     assert (hasattr(res.jacobian, "tocsr")) == (linear_solver != "dense")
 
 
+def test_schur_elimination_matches_the_generic_sparse_step() -> None:
+    from scalar_autograd.lsq.linalg import solve_sparse
+    from scalar_autograd.lsq.schur import SchurComplement
+
+    bundle = make_bundle(5, 120, 600, seed=3)
+    r, J = bundle.problem().assembler(sparse=True).residuals_and_jacobian(bundle.x0)
+    schur = SchurComplement.detect(J.indptr, J.indices, J.shape[1])
+    assert schur is not None
+    assert schur.size == 3 and schur.eliminated.size == 3 * 120
+    g = np.asarray(J.T @ r)
+    D = np.asarray(J.multiply(J).sum(axis=0)).ravel()
+    A = (J.T @ J).tocsr()
+    for mu in (1e-6, 1e-2, 10.0):
+        h = schur.solve(J, g, D, mu)
+        ref = solve_sparse(A, g, D, mu, J, r, "sparse_cholesky")
+        np.testing.assert_allclose(h, ref, rtol=1e-7, atol=1e-9 * np.max(np.abs(ref)))
+
+
+def test_schur_not_used_without_block_structure() -> None:
+    import scipy.sparse as sp
+
+    from scalar_autograd.lsq.schur import SchurComplement
+
+    J = sp.random(300, 250, density=0.05, format="csr", random_state=1)
+    assert SchurComplement.detect(J.indptr, J.indices, J.shape[1]) is None
+
+
+def test_bundle_auto_schur_and_generic_paths_agree() -> None:
+    bundle = make_bundle(4, 300, 1500, seed=7)
+    res_auto = bundle.problem().solve(max_iterations=200)
+    res_generic = bundle.problem().solve(linear_solver="sparse_cholesky", max_iterations=200)
+    assert res_auto.success and res_generic.success
+    assert res_auto.cost == pytest.approx(res_generic.cost, rel=1e-9)
+
+
 def test_duplicate_columns_in_a_row_are_summed() -> None:
     # the same parameter in two slots of one row: d/dx (x * x) = 2x
     problem = sa.LeastSquaresProblem([3.0])

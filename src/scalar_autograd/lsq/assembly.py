@@ -124,6 +124,15 @@ class Assembler:
         self._nnz = int(indptr[-1])
         return True
 
+    def schur_complement(self) -> Any:
+        """A :class:`~scalar_autograd.lsq.schur.SchurComplement` for the sparse pattern,
+        or None (dense Jacobian, or no structure worth eliminating)."""
+        if not self.sparse:
+            return None
+        from scalar_autograd.lsq.schur import SchurComplement
+
+        return SchurComplement.detect(self._indptr, self._indices, self.n)
+
     def residuals(self, x: np.ndarray) -> np.ndarray:
         r = np.empty(self.m)
         for b in self.blocks:

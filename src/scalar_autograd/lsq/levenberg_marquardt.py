@@ -63,6 +63,7 @@ from scalar_autograd.lsq.linalg import solve_dense, solve_sparse
 from scalar_autograd.lsq.losses import loss_cost, robust_scaling
 from scalar_autograd.lsq.options import SolverOptions
 from scalar_autograd.lsq.result import LeastSquaresResult
+from scalar_autograd.lsq.schur import SchurComplement
 from scalar_autograd.lsq.status import Status
 
 ResidualsFn = Callable[[np.ndarray], np.ndarray]
@@ -110,7 +111,8 @@ class IterationInfo:
 class _Model:
     """The Gauss-Newton model at one point: scaled J and f, gradient, normal matrix."""
 
-    def __init__(self, r: np.ndarray, J: Any, opts: SolverOptions) -> None:
+    def __init__(self, r: np.ndarray, J: Any, opts: SolverOptions,
+                 schur: SchurComplement | None = None) -> None:
         self.sparse = hasattr(J, "tocsr")
         self.raw_J = J
         self.row_scale = None
@@ -139,13 +141,18 @@ class _Model:
             self.g = np.einsum("ij,i->j", Js, fs)
         else:
             self.g = np.asarray(Js.T @ fs).ravel()
-        if self.sparse:
-            # an explicit CSR transpose makes the product CSR x CSR (no conversions)
-            self.A = (self.J.T.tocsr() @ self.J).tocsr()
-            self.diag = np.asarray(self.A.diagonal())
+        self.schur = schur if self.sparse and schur is not None and schur.matches(self.J) \
+            else None
+        self._A: Any = None
+        if self.schur is not None:
+            # the elimination never needs the full J^T J, only its diagonal
+            self.diag = np.bincount(self.J.indices, weights=self.J.data ** 2,
+                                    minlength=self.J.shape[1])
+        elif self.sparse:
+            self.diag = np.asarray(self.normal_matrix().diagonal())
         else:
-            self.A = np.einsum("ij,ik->jk", Js, Js) if self.narrow else Js.T @ Js
-            self.diag = np.diag(self.A).copy()
+            self._A = np.einsum("ij,ik->jk", Js, Js) if self.narrow else Js.T @ Js
+            self.diag = np.diag(self._A).copy()
         # Marquardt scaling comes from the model's own Jacobian, not the loss weights:
         # a robust loss can zero a row's curvature (Cauchy outliers) and leave the
         # damping of the parameters it alone touches with nothing to scale by.
@@ -155,6 +162,13 @@ class _Model:
             self.scaling_diag = np.asarray(J.multiply(J).sum(axis=0)).ravel()
         else:
             self.scaling_diag = np.einsum("ij,ij->j", J, J)
+
+    def normal_matrix(self) -> Any:
+        """``J_s^T J_s`` (formed on first use when the Schur path skips it)."""
+        if self._A is None:
+            # an explicit CSR transpose makes the product CSR x CSR (no conversions)
+            self._A = (self.J.T.tocsr() @ self.J).tocsr()
+        return self._A
 
     def predicted_reduction(self, h: np.ndarray) -> float:
         Jh = np.einsum("ij,j->i", self.J, h) if self.narrow else self.J @ h
@@ -187,10 +201,16 @@ class _Model:
 def _damped_step(
     model: _Model, g: np.ndarray, f: np.ndarray, D: np.ndarray, mu: float, solver: str
 ) -> np.ndarray:
-    """``-(A + mu D)^-1 g`` with the model's normal matrix."""
+    """``-(A + mu D)^-1 g`` with the model's normal matrix (by Schur elimination when
+    the model has one and the solver is the sparse Cholesky; a failed elimination falls
+    back to the generic sparse factorisation)."""
+    if model.schur is not None and solver == "sparse_cholesky":
+        h = model.schur.solve(model.J, g, D, mu)
+        if h is not None:
+            return h
     if model.sparse:
-        return solve_sparse(model.A, g, D, mu, model.J, f, solver)
-    return solve_dense(model.A, g, D, mu, model.J, f)
+        return solve_sparse(model.normal_matrix(), g, D, mu, model.J, f, solver)
+    return solve_dense(model.normal_matrix(), g, D, mu, model.J, f)
 
 
 def _acceleration(
@@ -224,6 +244,7 @@ def levenberg_marquardt(
     options: SolverOptions | None = None,
     *,
     log: Callable[[str], None] = print,
+    schur: SchurComplement | None = None,
 ) -> LeastSquaresResult:
     """Minimise ``0.5 * sum(rho(r(x)**2))`` from ``x0`` (see the module docstring).
 
@@ -234,6 +255,8 @@ def levenberg_marquardt(
         x0: the starting point ``(n,)``.
         options: validated options (defaults if omitted).
         log: where verbose lines go.
+        schur: a Schur-complement elimination for the sparse Jacobian's pattern
+            (:mod:`scalar_autograd.lsq.schur`), used by the ``"sparse_cholesky"`` solver.
 
     Returns:
         A :class:`LeastSquaresResult`; ``x`` is the best point found.
@@ -261,7 +284,7 @@ def levenberg_marquardt(
     cost = loss_cost(opts.loss, r, opts.loss_scale) if r.size else 0.0
     if not np.all(np.isfinite(r)) or not math.isfinite(cost):
         return finish(Status.NONFINITE_INITIAL, None)
-    model = _Model(r, J, opts)
+    model = _Model(r, J, opts, schur)
     if not model.finite():
         return finish(Status.NONFINITE_JACOBIAN, model)
     linear_solver = opts.linear_solver
@@ -322,7 +345,7 @@ def levenberg_marquardt(
             r = np.asarray(r, dtype=float)
             njev += 1
             cost = loss_cost(opts.loss, r, opts.loss_scale)
-            model = _Model(r, J, opts)
+            model = _Model(r, J, opts, schur)
             if not model.finite():
                 return finish(Status.NONFINITE_JACOBIAN, model)
             np.maximum(scaling, model.scaling_diag, out=scaling)

@@ -183,7 +183,9 @@ class LeastSquaresProblem:
             jacobian: ``"compiled"`` (each block compiled once, all rows in one native
                 call), ``"graph"`` (``fn`` re-run and ``backward()`` per row and output;
                 slow, for checking) or ``"auto"`` (compiled when the JIT is available).
-            linear_solver: ``"auto"`` (sparse when :func:`choose_sparse` says so),
+            linear_solver: ``"auto"`` (sparse when :func:`choose_sparse` says so, with
+                a Schur-complement elimination when the pattern has one, see
+                :mod:`scalar_autograd.lsq.schur`),
                 ``"dense"``, ``"sparse_cholesky"`` or ``"sparse_lsmr"``.
             **options: the options of :func:`scalar_autograd.nonlinear_least_squares`
                 (``max_iterations``, tolerances, ``loss``, ``verbose``, ...).
@@ -214,7 +216,15 @@ class LeastSquaresProblem:
                 print(f"note: {unused} parameter(s) are used by no residual; they stay put")
             print(f"{asm.m} residuals, {asm.n} parameters, "
                   f"{'sparse' if asm.sparse else 'dense'} Jacobian")
-        result = levenberg_marquardt(asm.residuals_and_jacobian, asm.residuals, self.x, opts)
+        # "auto" on a sparse problem eliminates small independent parameter blocks
+        # (bundle adjustment's points) by a Schur complement when the pattern has them
+        # and it pays (lsq/schur.py); "sparse_cholesky" keeps the generic factorisation.
+        schur = asm.schur_complement() if linear_solver == "auto" else None
+        if opts.verbose and schur is not None:
+            print(f"Schur complement: eliminating {schur.eliminated.size} parameters in "
+                  f"blocks of {schur.size}, reduced dense system of {schur.reduced.size}")
+        result = levenberg_marquardt(asm.residuals_and_jacobian, asm.residuals, self.x, opts,
+                                     schur=schur)
         self.x = result.x.copy()
         return result
 
