@@ -298,3 +298,27 @@ def test_deep_chain_of_a_hundred_thousand_nodes_compiles():
     value, grad = f.value_and_grad([2.0])
     assert abs(value - 2.0 * 1.0000001**100_000) < 1e-9
     assert abs(grad[0] - 1.0000001**100_000) < 1e-9
+
+
+def test_group_residuals_groups_by_structure_with_per_row_data():
+    from scalar_autograd.jit import group_residuals
+
+    cx, cy, r = sa.Value(0.0), sa.Value(0.0), sa.Value(1.0)
+    pts = [(1.0, 2.0), (-0.5, 0.25), (3.0, -1.0)]
+    residuals = [sa.sqrt((cx - px) ** 2 + (cy - py) ** 2) - r for px, py in pts]
+    residuals.append(cx * cy - 2.0)  # another structure, params in another order
+    groups = group_residuals(residuals, [cx, cy, r])
+    assert sorted(g.rows.tolist() for g in groups) == [[0, 1, 2], [3]]
+    x = np.array([0.5, -0.25, 2.0])  # not the traced point
+    for g in groups:
+        values, jac = g.jacobian(x)
+        for k, row in enumerate(g.rows):
+            if row == 3:
+                assert values[k] == 0.5 * -0.25 - 2.0
+                np.testing.assert_array_equal(jac[k], [-0.25, 0.5])
+            else:
+                px, py = pts[row]
+                d = math.hypot(0.5 - px, -0.25 - py)
+                assert abs(values[k] - (d - 2.0)) < 1e-15
+                np.testing.assert_allclose(jac[k], [(0.5 - px) / d, (-0.25 - py) / d, -1.0],
+                                           rtol=1e-14)

@@ -25,6 +25,7 @@ import numpy as np
 
 from scalar_autograd.graph import topological_order
 from scalar_autograd.jit.compiled import CompiledFunction, compile_program
+from scalar_autograd.jit.ir import Program
 from scalar_autograd.jit.trace import trace
 from scalar_autograd.value import Value
 
@@ -55,9 +56,42 @@ class ResidualGroup:
         return values[:, 0], jac[:, 0, :]
 
 
+def _signature(r: Value, index_of: dict[int, int]
+               ) -> tuple[tuple[Any, ...], list[Value], list[int], list[float]]:
+    """One walk over a residual: its structural key, params (first use), their global
+    indices and the values of its other leaves, in the order :func:`trace` lifts them.
+
+    Two residuals with equal keys trace to identical programs: the key spells out every
+    op and argument wiring and which leaf is which param slot, and with every other leaf
+    lifted to an input the builder has no constant to fold, so its hash-consing and
+    simplifications depend on structure alone.
+    """
+    position: dict[int, int] = {}
+    key: list[Any] = []
+    used: list[Value] = []
+    used_index: list[int] = []
+    constants: list[float] = []
+    for node in topological_order(r):
+        position[id(node)] = len(key)
+        if node.op is not None:
+            key.append((node.op.name, tuple([position[id(a)] for a in node.args])))
+            continue
+        global_index = index_of.get(id(node))
+        if global_index is None:
+            key.append(None)  # a lifted leaf
+            constants.append(node.data)
+        else:
+            key.append(len(used))  # a param slot
+            used.append(node)
+            used_index.append(global_index)
+    return tuple(key), used, used_index, constants
+
+
 def group_residuals(residuals: Sequence[Value], params: Sequence[Value],
                     *, backend: str = "auto") -> list[ResidualGroup]:
     """Group ``residuals`` (Values) by structure over ``params`` (see the module doc).
+
+    Each residual is walked once; only the first residual of each group is traced.
 
     Raises:
         TypeError: if a residual is not a ``Value``.
@@ -66,31 +100,25 @@ def group_residuals(residuals: Sequence[Value], params: Sequence[Value],
     if len(residuals) == 0:
         raise ValueError("residuals must hold at least one Value; got an empty sequence")
     index_of = {id(p): i for i, p in enumerate(params)}
-    buckets: dict[Any, tuple[Any, list[int], list[list[int]], list[list[float]]]] = {}
+    buckets: dict[Any, tuple[Program, list[int], list[list[int]], list[list[float]]]] = {}
     for row, r in enumerate(residuals):
         if not isinstance(r, Value):
             raise TypeError(f"residuals[{row}] must be a Value; got {type(r).__name__}")
-        used: list[Value] = []
-        seen: set[int] = set()
-        for node in topological_order(r):
-            if node.op is None and id(node) in index_of and id(node) not in seen:
-                seen.add(id(node))
-                used.append(node)
-        program, lifted = trace([r], used, lift_constants=True)
-        key = program.key()
+        key, used, used_index, constants = _signature(r, index_of)
         bucket = buckets.get(key)
         if bucket is None:
+            program, lifted = trace([r], used, lift_constants=True)
+            assert lifted == constants, "trace lifts leaves in walk order"
             bucket = buckets[key] = (program, [], [], [])
         bucket[1].append(row)
-        bucket[2].append([index_of[id(p)] for p in used])
-        bucket[3].append(lifted)
+        bucket[2].append(used_index)
+        bucket[3].append(constants)
     groups = []
     for program, rows, slots, data in buckets.values():
-        n_slots = program.n_params
         groups.append(ResidualGroup(
             function=compile_program(program, backend),
             rows=np.array(rows, dtype=np.int64),
-            param_index=np.array(slots, dtype=np.int64).reshape(len(rows), n_slots),
+            param_index=np.array(slots, dtype=np.int64).reshape(len(rows), program.n_params),
             data=np.array(data, dtype=np.float64).reshape(len(rows), program.n_inputs),
         ))
     return groups
