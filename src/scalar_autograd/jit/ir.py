@@ -226,9 +226,11 @@ _NEED_CONSTANT = frozenset({"mul", "add", "sub", "div"})
 
 
 def dead_code_elimination(program: Program) -> Program:
-    """Drop nodes no output depends on, renumbering the rest (order kept).
+    """Drop op nodes no output depends on, renumbering the rest (order kept).
 
-    Input nodes are always kept, so every slot still exists.
+    Inputs are always kept, so every slot still exists, and so are constants: an unused
+    constant costs no instruction in any backend, while dropping one would renumber
+    (and copy) every node after it.
     """
     nodes = program.nodes
     live = [False] * len(nodes)
@@ -236,9 +238,9 @@ def dead_code_elimination(program: Program) -> Program:
         live[o] = True
     for i in range(len(nodes) - 1, -1, -1):
         kind, payload = nodes[i]
-        if kind == "input":
+        if kind == "input" or kind == "const":
             live[i] = True
-        elif live[i] and kind != "const":
+        elif live[i]:
             for a in payload:
                 live[a] = True
     if all(live):
