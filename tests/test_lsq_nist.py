@@ -33,8 +33,6 @@ def _check(problem: NistProblem, res: sa.lsq.LeastSquaresResult) -> None:
 
 @pytest.mark.parametrize(("problem", "start"), RUNS, ids=IDS)
 def test_nist_graph_path(problem: NistProblem, start: int) -> None:
-    if (problem.name, start) == ("MGH10", 0):
-        pytest.xfail("MGH10 from start 1 falls into the b0 -> 0 valley (see report)")
     _check(problem, _solve(problem, start, "graph"))
 
 
@@ -47,6 +45,4 @@ def _jit_available() -> bool:
 @pytest.mark.skipif(not _jit_available(), reason="the JIT is not available")
 @pytest.mark.parametrize(("problem", "start"), RUNS, ids=IDS)
 def test_nist_compiled_path(problem: NistProblem, start: int) -> None:
-    if (problem.name, start) == ("MGH10", 0):
-        pytest.xfail("MGH10 from start 1 falls into the b0 -> 0 valley (see report)")
     _check(problem, _solve(problem, start, "compiled"))

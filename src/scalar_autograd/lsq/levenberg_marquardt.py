@@ -15,9 +15,30 @@ current point ``x``, ``g = J_s^T f_s`` the gradient of the cost and ``A = J_s^T 
 3. Trial: residuals only at ``x + h`` (never the Jacobian). Gain ratio
    ``rho = (cost(x) - cost(x + h)) / (L(0) - L(h))`` with the model reduction
    ``L(0) - L(h) = -(g.h + 0.5 |J_s h|^2)``. A non-finite trial cost counts as a failure.
-4. Nielsen's update: on success (``rho > 1e-4``) accept, re-evaluate residuals and
-   Jacobian, ``mu *= max(1/3, 1 - (2 rho - 1)^3)``, ``nu = 2``; on failure
-   ``mu *= nu``, ``nu *= 2``.
+4. Nielsen's update: on success (``rho > 1e-4``; see also the evaporation check below)
+   accept, re-evaluate residuals and Jacobian, ``mu *= max(1/3, 1 - (2 rho - 1)^3)``,
+   ``nu = 2``; on failure ``mu *= nu``, ``nu *= 2``.
+
+Two safeguards from MINPACK and from Transtrum & Sethna, used with Nielsen's ``mu``:
+
+* Trust radius (MINPACK ``lmder``, Moré 1978): ``|sqrt(D) h| <= delta``. It starts at
+  ``delta = 100 |sqrt(D) x0|`` (MINPACK's ``factor``) with ``mu`` at ``MIN_DAMPING``
+  (MINPACK's ``par = 0``: the first step is Gauss-Newton's unless it is longer than the
+  radius), unless ``initial_damping`` is given. A step longer than ``delta`` is
+  recomputed with the smallest larger ``mu`` that fits (:func:`_fit_radius`) and that
+  ``mu`` carries on. A rejected step shrinks ``delta`` to ``0.5 min(delta, 10 |sqrt(D) h|)``
+  (``0.1`` when the cost went up); a step with ``rho >= 0.75`` raises it to at least
+  ``2 |sqrt(D) h|``. The radius is only an upper bound: Nielsen's update still drives
+  ``mu``. It makes the early, undamped steps MINPACK takes possible (NIST MGH10 from its
+  first start needs one) while a failed long step costs a factor 2-10 of length, not
+  a long run of doublings of ``mu``.
+* Evaporation check: a step that lowers the cost is still rejected (as a failure) when,
+  at the new point, one Jacobian column's squared norm has shrunk by more than
+  ``EVAPORATION`` (machine epsilon) relative to the column that changed least, i.e. the
+  step would make a parameter drop out of ``J^T J`` ("parameter evaporation",
+  Transtrum & Sethna 2012; NIST BoxBOD from its first start sends ``b1`` up the plateau
+  where ``exp(-b1 x) = 0``). The Jacobian there is the one an accepted step needs anyway,
+  so the check costs nothing unless it fires.
 
 Optionally (``geodesic_acceleration``), the step gets the second-order correction of
 Transtrum & Sethna (2012): ``h = v + a/2`` with ``v`` the step above and ``a`` from the
@@ -81,6 +102,75 @@ FVV_STEP = 0.1
 MAX_ACCELERATION_RATIO = 0.75
 """Geodesic acceleration: reject the step when |a| / |v| exceeds this (GSL's ``avmax``)."""
 _EPS = float(np.finfo(float).eps)
+TRUST_RADIUS_FACTOR = 100.0
+"""MINPACK's ``factor`` (Moré 1978): the first trust radius is ``factor * |sqrt(D) x0|``
+(``factor`` itself when that is 0)."""
+RADIUS_SHRINK = 0.5
+"""MINPACK's radius reduction after a failed step whose cost did not increase ..."""
+RADIUS_SHRINK_UPHILL = 0.1
+"""... and after one whose cost increased or was not finite (MINPACK's lower clamp)."""
+RADIUS_FIT_TOLERANCE = 0.1
+"""A radius-limited step is accepted when its scaled length is within 10% below the
+radius (MINPACK ``lmpar``'s tolerance)."""
+RADIUS_FIT_SOLVES = 30
+EVAPORATION = _EPS
+"""A step is rejected when it shrinks one Jacobian column's squared norm, relative to
+the column that shrank least (or grew most), below this: the column would vanish from
+``J^T J`` in double precision (parameter "evaporation", Transtrum & Sethna 2012)."""
+
+
+def _evaporates(before: np.ndarray, after: np.ndarray) -> bool:
+    """Whether a step from the point with squared column norms ``before`` to the one
+    with ``after`` makes a column numerically vanish relative to the others.
+
+    Each column is compared with itself (``after_j / before_j``), so the test does not
+    depend on parameter units or on the overall size of the residuals (a step that
+    scales every column alike, as a change of the model's magnitude does, passes).
+    """
+    used = before > 0
+    if not np.any(used):
+        return False
+    change = after[used] / before[used]
+    most = float(np.max(change))
+    return most > 0 and float(np.min(change)) < EVAPORATION * most
+
+
+def _fit_radius(
+    model: _Model, D: np.ndarray, mu: float, h: np.ndarray, delta: float, solver: str
+) -> tuple[float, np.ndarray]:
+    """The damping and step when the step ``h`` for ``mu`` is longer than the trust
+    radius ``delta`` in the scaled norm ``|sqrt(D) h|``: the smallest ``mu' >= mu``
+    whose step fits (within ``RADIUS_FIT_TOLERANCE`` below ``delta``), as MINPACK's
+    ``lmpar`` (Moré 1978). ``|sqrt(D) h(mu)|`` decreases in ``mu`` and
+    ``mu_max = |g / sqrt(D)| / delta`` always fits, so the root is bracketed; it is
+    found by regula falsi on ``1 / |sqrt(D) h(mu)|`` (nearly linear in ``mu``, the
+    idea behind Hebden's and Moré's iteration), with log-space bisection as safeguard.
+    """
+    sqrt_d = np.sqrt(D)
+    norm = float(np.linalg.norm(sqrt_d * h))
+    if not math.isfinite(norm) or norm <= delta:
+        return mu, h
+    lo, psi_lo = mu, 1.0 / norm
+    hi = max(float(np.linalg.norm(model.g / sqrt_d)) / delta, mu)
+    h_hi = _damped_step(model, model.g, model.f, D, hi, solver)
+    n_hi = float(np.linalg.norm(sqrt_d * h_hi))
+    if n_hi >= (1.0 - RADIUS_FIT_TOLERANCE) * delta or not n_hi > 0:
+        return hi, h_hi
+    psi_hi, target = 1.0 / n_hi, 1.0 / delta
+    for _ in range(RADIUS_FIT_SOLVES):
+        trial = lo + (target - psi_lo) * (hi - lo) / (psi_hi - psi_lo)
+        if not (lo < trial < hi) or trial - lo < 1e-3 * (hi - lo) \
+                or hi - trial < 1e-3 * (hi - lo):
+            trial = math.sqrt(lo * hi) if lo > 0 else 0.5 * hi
+        h_t = _damped_step(model, model.g, model.f, D, trial, solver)
+        n_t = float(np.linalg.norm(sqrt_d * h_t))
+        if n_t > delta:
+            lo, psi_lo = trial, 1.0 / n_t
+        else:
+            hi, psi_hi, h_hi = trial, 1.0 / n_t, h_t
+            if n_t >= (1.0 - RADIUS_FIT_TOLERANCE) * delta:
+                break
+    return hi, h_hi
 
 
 @dataclass(frozen=True)
@@ -294,7 +384,12 @@ def levenberg_marquardt(
         linear_solver = "sparse_cholesky"
 
     scaling = model.scaling_diag.copy()
-    mu = opts.initial_damping
+    # MINPACK's start: Gauss-Newton (no damping) within the radius factor * |sqrt(D) x0|
+    mu = MIN_DAMPING if opts.initial_damping is None else opts.initial_damping
+    top = float(np.max(scaling, initial=0.0))
+    dx0 = float(np.linalg.norm(np.sqrt(np.maximum(scaling, _EPS * top)) * x)) if top > 0 \
+        else 0.0
+    delta = TRUST_RADIUS_FACTOR * dx0 if dx0 > 0 else TRUST_RADIUS_FACTOR
     nu = 2.0
     if opts.verbose:
         log(f"{'iter':>5} {'cost':>14} {'reduction':>11} {'|grad|':>10} {'|step|':>10} "
@@ -313,6 +408,7 @@ def levenberg_marquardt(
 
         D = np.maximum(scaling, _EPS * float(np.max(scaling)))
         h = _damped_step(model, model.g, model.f, D, mu, linear_solver)
+        mu, h = _fit_radius(model, D, mu, h, delta, linear_solver)
         iterations += 1
         accel_ok = True
         if opts.geodesic_acceleration:
@@ -340,18 +436,27 @@ def levenberg_marquardt(
         cost_before = cost
 
         if accepted:
-            x = x_trial
-            r, J = residuals_and_jacobian(x)
-            r = np.asarray(r, dtype=float)
+            r_new, J_new = residuals_and_jacobian(x_trial)
             njev += 1
+            model_new = _Model(np.asarray(r_new, dtype=float), J_new, opts, schur)
+            if model_new.finite() and _evaporates(model.scaling_diag,
+                                                  model_new.scaling_diag):
+                accepted = False
+        if accepted:
+            x = x_trial
+            r, J = np.asarray(r_new, dtype=float), J_new
             cost = loss_cost(opts.loss, r, opts.loss_scale)
-            model = _Model(r, J, opts, schur)
+            model = model_new
             if not model.finite():
                 return finish(Status.NONFINITE_JACOBIAN, model)
+            if ratio >= 0.75:
+                delta = max(delta, 2.0 * scaled_step)
             np.maximum(scaling, model.scaling_diag, out=scaling)
             mu = max(MIN_DAMPING, mu * max(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3))
             nu = 2.0
         else:
+            shrink = RADIUS_SHRINK if actual >= 0 else RADIUS_SHRINK_UPHILL
+            delta = shrink * min(delta, 10.0 * scaled_step)
             mu *= nu
             nu *= 2.0
 

@@ -135,7 +135,10 @@ def _damped_csc(A: Any, diagonal: np.ndarray, sp: Any) -> Any:
         return (A + sp.diags(diagonal)).tocsc()
     data = A.data.copy()
     data[on_diag] += diagonal[rows[on_diag]]
-    return sp.csc_matrix((data, A.indices, A.indptr), shape=A.shape)
+    # the index arrays are copied too: the factorisation may sort the new matrix's
+    # indices in place, which on shared arrays would scramble A (a CSR product's
+    # indices are not sorted) and corrupt every later solve with it
+    return sp.csc_matrix((data, A.indices.copy(), A.indptr.copy()), shape=A.shape)
 
 
 def _sparse_cholesky_solve(M: Any, b: np.ndarray) -> np.ndarray | None:

@@ -40,7 +40,7 @@ class SolverOptions:
     cost_tolerance: float = DEFAULT_COST_TOLERANCE
     param_tolerance: float = DEFAULT_PARAM_TOLERANCE
     gradient_tolerance: float = DEFAULT_GRADIENT_TOLERANCE
-    initial_damping: float = 1e-3
+    initial_damping: float | None = None
     loss: str = "linear"
     loss_scale: float = 1.0
     verbose: bool = False
@@ -81,7 +81,7 @@ def validate_options(
     cost_tolerance: Any = DEFAULT_COST_TOLERANCE,
     param_tolerance: Any = DEFAULT_PARAM_TOLERANCE,
     gradient_tolerance: Any = DEFAULT_GRADIENT_TOLERANCE,
-    initial_damping: Any = 1e-3,
+    initial_damping: Any = None,
     loss: Any = "linear",
     loss_scale: Any = 1.0,
     verbose: Any = False,
@@ -107,7 +107,8 @@ def validate_options(
         cost_tolerance=_nonnegative_float("cost_tolerance", cost_tolerance),
         param_tolerance=_nonnegative_float("param_tolerance", param_tolerance),
         gradient_tolerance=_nonnegative_float("gradient_tolerance", gradient_tolerance),
-        initial_damping=_positive_float("initial_damping", initial_damping),
+        initial_damping=None if initial_damping is None
+        else _positive_float("initial_damping", initial_damping),
         loss=_choice("loss", loss, LOSSES),
         loss_scale=_positive_float("loss_scale", loss_scale),
         verbose=verbose,

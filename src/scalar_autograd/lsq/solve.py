@@ -56,7 +56,7 @@ def nonlinear_least_squares(
     cost_tolerance: float = DEFAULT_COST_TOLERANCE,
     param_tolerance: float = DEFAULT_PARAM_TOLERANCE,
     gradient_tolerance: float = DEFAULT_GRADIENT_TOLERANCE,
-    initial_damping: float = 1e-3,
+    initial_damping: float | None = None,
     jacobian: str = "auto",
     loss: str = "linear",
     loss_scale: float = 1.0,
@@ -82,7 +82,9 @@ def nonlinear_least_squares(
             scaled form).
         gradient_tolerance: stop when the largest cosine between the residual vector
             and a Jacobian column is at most this (scipy's ``gtol`` for ``method="lm"``).
-        initial_damping: the first ``mu``, relative to the Marquardt diagonal.
+        initial_damping: the first ``mu``, relative to the Marquardt diagonal. The
+            default (None) starts as MINPACK does: an undamped Gauss-Newton step,
+            limited to the initial trust radius ``100 * |sqrt(D) x0|`` (Moré 1978).
         jacobian: ``"graph"``: rebuild the graph and call ``backward()`` once per
             residual at every accepted point (works for any ``residual_fn``).
             ``"compiled"``: call ``residual_fn`` once, group structurally identical
@@ -100,9 +102,9 @@ def nonlinear_least_squares(
             ``"sparse_lsmr"`` (see :mod:`scalar_autograd.lsq.linalg`).
         geodesic_acceleration: add the second-order geodesic correction of Transtrum
             and Sethna (2012) to every step, at the price of one more residual
-            evaluation per trial step. It helps when parameters "evaporate" along a
-            flat valley (NIST BoxBOD from its first start converges with it and not
-            without it).
+            evaluation per trial step. It can help when parameters "evaporate" along
+            a flat valley (the default solver also rejects steps that make a Jacobian
+            column vanish; see :mod:`scalar_autograd.lsq.levenberg_marquardt`).
 
     Returns:
         A :class:`LeastSquaresResult`.
