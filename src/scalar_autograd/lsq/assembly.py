@@ -71,17 +71,21 @@ class Assembler:
             raw_cols.append(np.broadcast_to(b.param_index[:, None, :], (N, mb, k)).ravel())
         rows = np.concatenate(raw_rows) if raw_rows else np.zeros(0, dtype=np.int64)
         cols = np.concatenate(raw_cols) if raw_cols else np.zeros(0, dtype=np.int64)
-        keys = rows.astype(np.int64) * n + cols.astype(np.int64)
+
+        def raw_keys() -> np.ndarray:      # row-major flat index of every raw entry
+            return rows.astype(np.int64) * n + cols.astype(np.int64)
+
         self._positions: np.ndarray | None = None
+        self._positions_identity = False
         if sparse:
             if not self._direct_csr_pattern():
-                unique, self._inverse = np.unique(keys, return_inverse=True)
+                unique, self._inverse = np.unique(raw_keys(), return_inverse=True)
                 self._indices = (unique % n).astype(np.int32 if n < 2**31 else np.int64)
                 counts = np.bincount(unique // n, minlength=m)
                 self._indptr = np.concatenate([[0], np.cumsum(counts)])
                 self._nnz = unique.size
         else:
-            self._keys = keys
+            self._keys = keys = raw_keys()
             # no (row, column) repeated: a plain scatter instead of a summing bincount
             ordered = np.sort(keys)
             self._unique_keys = not bool(np.any(ordered[1:] == ordered[:-1]))
@@ -119,6 +123,10 @@ class Assembler:
             indices[pos.ravel()] = cols.ravel()
             positions.append(pos.ravel())
         self._positions = np.concatenate(positions) if positions else np.zeros(0, np.int64)
+        # rows in order with their columns already sorted (one block, as bundle
+        # adjustment's): the kernels' output is CSR's data array as it stands
+        self._positions_identity = bool(np.array_equal(self._positions,
+                                                       np.arange(self._positions.size)))
         self._indices = indices
         self._indptr = indptr
         self._nnz = int(indptr[-1])
@@ -150,7 +158,9 @@ class Assembler:
         if self.sparse:
             import scipy.sparse as sp
 
-            if self._positions is not None:
+            if self._positions_identity:
+                data = values
+            elif self._positions is not None:
                 data = np.empty(self._nnz)
                 data[self._positions] = values
             else:

@@ -60,12 +60,29 @@ problems take the generic sparse path."""
 
 
 class SchurComplement:
-    """The elimination of ``eliminated`` columns, for one fixed CSR pattern."""
+    """The elimination of ``eliminated`` columns, for one fixed CSR pattern.
+
+    Layout (built once from the pattern). The rows touching an eliminated group ("E
+    rows") each hold one group's ``s`` entries and at most ``k`` entries in R; their
+    Jacobian entries are gathered into dense per-row blocks
+
+        a_r = J[r, R-columns of r]   (k,   padded with zeros at a ghost column n_R)
+        e_r = J[r, group of r]       (s,)
+
+    sorted once by (group, R-column tuple). Rows with the same group and R columns (a
+    bundle-adjustment observation's two rows) form an *F-block* ``b``. Then, with
+    ``j(b)`` the block's group and ``c(b)`` its R columns,
+
+        V_j = sum_{r in j} e_r e_r^T                  (s x s, by np.add.reduceat)
+        W_b = sum_{r in b} a_r e_r^T                  (k x s, by np.add.reduceat)
+        U   = sum_r a_r a_r^T scattered at c x c      (+ J_R^T J_R of the other rows)
+
+    which is all of ``J^T J`` the elimination needs, computed from the rows' own blocks
+    (never a generic sparse product) and cached across rejected steps.
+    """
 
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, n: int,
                  group_of_col: np.ndarray, n_groups: int, size: int) -> None:
-        import scipy.sparse as sp
-
         self.n = n
         self._indptr = indptr
         self._indices = indices
@@ -73,80 +90,118 @@ class SchurComplement:
         is_e = group_of_col >= 0
         self.eliminated = np.flatnonzero(is_e)
         self.reduced = np.flatnonzero(~is_e)
-        # groups renumbered 0..n_groups-1, each group's columns in ascending order
         self.size = size
         self.n_groups = n_groups
+        # groups renumbered 0..n_groups-1, each group's columns in ascending order
         self.group_cols = np.empty((n_groups, size), dtype=np.int64)
         order = np.lexsort((self.eliminated, group_of_col[self.eliminated]))
         self.group_cols[:] = self.eliminated[order].reshape(n_groups, size)
-        # position of each column inside E (ordered by group) and inside R
-        e_pos = np.full(n, -1, dtype=np.int64)
-        e_pos[self.group_cols.ravel()] = np.arange(n_groups * size)
+        offset_in_group = np.full(n, -1, dtype=np.int64)
+        offset_in_group[self.group_cols.ravel()] = np.tile(np.arange(size), n_groups)
         r_pos = np.full(n, -1, dtype=np.int64)
         r_pos[self.reduced] = np.arange(self.reduced.size)
-        row_of = np.repeat(np.arange(m), np.diff(indptr))
-        entry_e = is_e[indices]
-        self._sel_e = np.flatnonzero(entry_e)
-        self._sel_r = np.flatnonzero(~entry_e)
-        # J_E (m x |E|) and J_R (m x n_R) patterns: same entry order as J's data
-        counts_e = np.bincount(row_of[self._sel_e], minlength=m)
-        counts_r = np.bincount(row_of[self._sel_r], minlength=m)
-        self._JE_shape = (m, n_groups * size)
-        self._JE_ptr = np.concatenate([[0], np.cumsum(counts_e)])
-        self._JE_idx = e_pos[indices[self._sel_e]]
-        self._JR_ptr = np.concatenate([[0], np.cumsum(counts_r)])
-        self._JR_idx = r_pos[indices[self._sel_r]]
-        # rows touching E: each holds one whole group, its columns in ascending order
-        self._e_rows_group = group_of_col[indices[self._sel_e][::size]]
-        by_group = np.argsort(self._e_rows_group, kind="stable")
-        self._by_group = by_group
-        starts = np.searchsorted(self._e_rows_group[by_group], np.arange(n_groups))
-        self._group_starts = starts
-        # every (R entry, E entry) pair within a row: Z = J_R^T (J_E L) is scattered
-        # from these products straight into a dense (n_R, |E|) array (repeated
-        # camera-point pairs are summed by bincount)
-        r_row = row_of[self._sel_r]
-        self._pair_r = np.repeat(np.arange(self._sel_r.size), counts_e[r_row])
-        # for each R entry, the E entries of its row (contiguous in J_E's order)
-        first_e = self._JE_ptr[r_row]
-        offs = np.arange(self._pair_r.size) - np.repeat(
-            np.cumsum(counts_e[r_row]) - counts_e[r_row], counts_e[r_row])
-        self._pair_e = np.repeat(first_e, counts_e[r_row]) + offs
-        self._pair_pos = (self._JR_idx[self._pair_r].astype(np.int64) * (n_groups * size)
-                          + self._JE_idx[self._pair_e])
-        self._z_size = self.reduced.size * n_groups * size
-        self._sp = sp
+        self._build_rows(indptr, indices, m, group_of_col, offset_in_group, r_pos)
+        self._build_blocks()
         self._cache_key: Any = None
         self._cache: tuple[Any, ...] = ()
+
+    def _build_rows(self, indptr: np.ndarray, indices: np.ndarray, m: int,
+                    group_of_col: np.ndarray, offset_in_group: np.ndarray,
+                    r_pos: np.ndarray) -> None:
+        """Positions into ``J.data`` of every E row's ``e_r`` and padded ``a_r``."""
+        nnz = int(indptr[-1])
+        n_r, s = self.reduced.size, self.size
+        row_of = np.repeat(np.arange(m), np.diff(indptr))
+        entry_e = group_of_col[indices] >= 0
+        e_count = np.bincount(row_of[entry_e], minlength=m)
+        e_rows = np.flatnonzero(e_count)
+        slot = np.full(m, -1, dtype=np.int64)
+        slot[e_rows] = np.arange(e_rows.size)
+        sel_e = np.flatnonzero(entry_e)
+        e_pos = np.empty(e_rows.size * s, dtype=np.int64)
+        e_pos[slot[row_of[sel_e]] * s + offset_in_group[indices[sel_e]]] = sel_e
+        e_pos = e_pos.reshape(-1, s)
+        row_group = group_of_col[indices[e_pos[:, 0]]]
+        # R entries of E rows, padded to k per row (position nnz reads an appended 0)
+        sel_r = np.flatnonzero(~entry_e & (slot[row_of] >= 0))
+        r_slot = slot[row_of[sel_r]]
+        r_count = np.bincount(r_slot, minlength=e_rows.size)
+        k = int(r_count.max()) if e_rows.size else 0
+        flat = r_slot * k + (np.arange(sel_r.size)
+                             - np.repeat(np.cumsum(r_count) - r_count, r_count))
+        a_pos = np.full(e_rows.size * k, nnz, dtype=np.int64)
+        a_col = np.full(e_rows.size * k, n_r, dtype=np.int64)
+        a_pos[flat] = sel_r
+        a_col[flat] = r_pos[indices[sel_r]]
+        a_pos, a_col = a_pos.reshape(-1, k), a_col.reshape(-1, k)
+        # sorted once by (group, R columns): F-blocks are runs of this order
+        order = np.lexsort((_tuple_hash(a_col), row_group))
+        self.k = k
+        self._ae_pos = np.concatenate([a_pos, e_pos], axis=1)[order]    # (rows, k + s)
+        self._a_col, self._row_group = a_col[order], row_group[order]
+        # rows touching no eliminated column: their part of U by a sparse product
+        other = ~entry_e & (slot[row_of] < 0)
+        sel_o = np.flatnonzero(other)
+        counts_o = np.bincount(row_of[sel_o], minlength=m)
+        self._other = (sel_o, r_pos[indices[sel_o]], np.concatenate([[0], np.cumsum(counts_o)]),
+                       m) if sel_o.size else None
+
+    def _build_blocks(self) -> None:
+        """F-block and group boundaries in the sorted E rows, and where each block's
+        ``(k, s)`` entries of ``Z`` go in the dense ``(n_R + 1, G s)`` array."""
+        n_rows = self._row_group.size
+        change = np.ones(n_rows, dtype=bool)
+        if n_rows:
+            change[1:] = (np.any(self._a_col[1:] != self._a_col[:-1], axis=1)
+                          | (self._row_group[1:] != self._row_group[:-1]))
+        self._block_start = np.flatnonzero(change)
+        self._block_group = self._row_group[self._block_start]
+        self._block_cols = self._a_col[self._block_start]             # (nb, k)
+        self._group_start = np.flatnonzero(np.diff(self._row_group, prepend=-1) != 0)
+        self._present = self._row_group[self._group_start]            # groups with rows
+        # blocks are sorted by group: a group's blocks are a run too
+        self._group_block_start = np.flatnonzero(np.diff(self._block_group, prepend=-1) != 0)
+        # Z is stored transposed, Z^T: (G s) x (n_R + 1), one row per eliminated column,
+        # so that writing the blocks (sorted by group) streams through memory
+        s, width = self.size, self.reduced.size + 1
+        z_pos = ((self._block_group[:, None, None] * s + np.arange(s)[:, None]) * width
+                 + self._block_cols[:, None, :]).ravel()               # (nb, s, k)
+        # Z's dense buffer is allocated once; only these positions are ever written,
+        # so it never needs zeroing again. Two blocks of one group sharing an R column
+        # write one position twice: then summed (bincount) over the distinct positions.
+        # (Repeats in the ghost row n_R are harmless: its values are all zero.)
+        real = self._block_cols < self.reduced.size
+        pair = (np.broadcast_to(self._block_group[:, None], real.shape)[real]
+                * (self.reduced.size + 1) + self._block_cols[real])
+        self._z_shared = bool(np.any(np.bincount(pair) > 1)) if pair.size else False
+        self._z_pos = z_pos
+        if self._z_shared:
+            self._z_pos, self._z_inverse = np.unique(z_pos, return_inverse=True)
+        self._z_buffer: np.ndarray | None = None
+        # segment sums as sparse indicator products (rows -> blocks, rows -> groups)
+        self._to_block = _indicator(self._block_start, n_rows)
+        self._block_to_group = _indicator(self._group_block_start, self._block_start.size)
+        # U's E-row part: rows with the same R columns summed by one BLAS product each
+        # (one tuple per camera in bundle adjustment), then scattered
+        self._u_order = np.argsort(_tuple_hash(self._a_col), kind="stable")
+        tuples = self._a_col[self._u_order]
+        change = np.ones(n_rows, dtype=bool)
+        if n_rows:
+            change[1:] = np.any(tuples[1:] != tuples[:-1], axis=1)
+        self._u_start = np.flatnonzero(change)
+        self._u_cols = tuples[self._u_start]
 
     @classmethod
     def detect(cls, indptr: np.ndarray, indices: np.ndarray, n: int
                ) -> SchurComplement | None:
         """The elimination for a CSR pattern, or None when it does not pay (module doc)."""
-        import scipy.sparse as sp
-
         m = indptr.size - 1
         nnz = int(indptr[-1])
         if n < 2 or nnz == 0:
             return None
         row_of = np.repeat(np.arange(m, dtype=np.int64), np.diff(indptr))
-        # 1. parameter blocks: columns with identical row sets (hash, then verified)
-        rng = np.random.default_rng(12345)
-        row_hash = rng.integers(1, 2**62, size=m, dtype=np.int64).astype(np.uint64)
-        sig = np.zeros(n, dtype=np.uint64)
-        np.add.at(sig, indices, row_hash[row_of])
-        count = np.bincount(indices, minlength=n)
-        if np.any(count == 0):
-            return None
-        keys = np.stack([sig, count.astype(np.uint64)], axis=1)
-        _, block_of, block_size = np.unique(keys, axis=0, return_inverse=True,
-                                            return_counts=True)
-        block_of = block_of.ravel()
-        n_blocks = block_size.size
-        # verify: every (row, block) pair holds the block's whole size
-        pair = row_of * n_blocks + block_of[indices]
-        upair, pair_count = np.unique(pair, return_counts=True)
-        if np.any(pair_count != block_size[upair % n_blocks]):
+        block_of, block_size = _parameter_blocks(indptr, indices, n, row_of)
+        if block_of is None:
             return None
         # 2. candidates: small blocks of the most common small size
         small = block_size <= MAX_ELIMINATED_BLOCK
@@ -155,24 +210,12 @@ class SchurComplement:
         sizes, freq = np.unique(block_size[small], return_counts=True)
         size = int(sizes[np.argmax(freq * sizes)])
         candidate = block_size == size
-        # block adjacency graph (blocks sharing a row), greedy independent set
-        inc = sp.csr_matrix((np.ones(upair.size), (upair // n_blocks, upair % n_blocks)),
-                            shape=(m, n_blocks))
-        adj = (inc.T @ inc).tocsr()
-        degree = np.diff(adj.indptr)
-        chosen = np.zeros(n_blocks, dtype=bool)
-        blocked = ~candidate
-        aptr, aidx = adj.indptr, adj.indices
-        for b in np.argsort(degree, kind="stable")[: n_blocks]:
-            if blocked[b]:
-                continue
-            chosen[b] = True
-            blocked[aidx[aptr[b]:aptr[b + 1]]] = True
+        chosen = _independent_blocks(candidate, block_of, block_size, indices, row_of, m)
         n_eliminated = int(np.count_nonzero(chosen)) * size
         if (n_eliminated * 2 < n or n - n_eliminated > MAX_REDUCED or n_eliminated == n
                 or (n - n_eliminated) * n_eliminated > MAX_DENSE_Z):
             return None
-        group_id = np.full(n_blocks, -1, dtype=np.int64)
+        group_id = np.full(block_size.size, -1, dtype=np.int64)
         group_id[chosen] = np.arange(int(np.count_nonzero(chosen)))
         return cls(indptr, indices, n, group_id[block_of], int(np.count_nonzero(chosen)),
                    size)
@@ -185,67 +228,192 @@ class SchurComplement:
                 and np.array_equal(J.indptr, self._indptr)
                 and np.array_equal(J.indices, self._indices))
 
-    def _parts(self, J: Any) -> tuple[Any, ...]:
-        """J_R, J_E (CSR), U = J_R^T J_R (dense), V blocks (n_groups, s, s): these do not
-        depend on the damping, so rejected steps reuse them."""
-        key = id(J.data)
-        if self._cache_key is not None and self._cache_key[0] == key \
-                and self._cache_key[1] is J.data:
+    def _parts(self, J: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``U`` (dense n_R x n_R), ``V`` (G, s, s) and the F-blocks ``W`` (nb, k, s) of
+        ``J^T J`` (class docstring). They do not depend on the damping, so rejected
+        steps reuse them."""
+        if self._cache_key is not None and self._cache_key is J.data:
             return self._cache
-        sp = self._sp
-        data = J.data
-        JR = sp.csr_matrix((data[self._sel_r], self._JR_idx, self._JR_ptr),
-                           shape=(J.shape[0], self.reduced.size))
-        JE = sp.csr_matrix((data[self._sel_e], self._JE_idx, self._JE_ptr),
-                           shape=self._JE_shape)
-        U = np.asarray((JR.T.tocsr() @ JR).toarray())
-        rows_e = data[self._sel_e].reshape(-1, self.size)[self._by_group]
-        outer = np.einsum("ri,rj->rij", rows_e, rows_e)
-        V = np.zeros((self.n_groups, self.size, self.size))
-        present = np.flatnonzero(np.diff(np.append(self._group_starts, outer.shape[0])))
-        if outer.shape[0]:
-            V[present] = np.add.reduceat(outer, self._group_starts[present], axis=0)
-        self._cache_key = (key, J.data)
-        self._cache = (JR, JE, U, V)
+        data = np.append(J.data, 0.0)             # index nnz: the padding's zero
+        ae = data[self._ae_pos]                   # (rows, k + s): a_r then e_r
+        k, s, n_rows = self.k, self.size, ae.shape[0]
+        # per F-block: sum_r [a_r; e_r] e_r^T = [W_b; block's part of V_j]
+        per_block = (self._to_block @ (ae[:, :, None] * ae[:, None, k:]).reshape(
+            n_rows, (k + s) * s)).reshape(-1, k + s, s)
+        W = per_block[:, :k]
+        V = np.zeros((self.n_groups, s, s))
+        V[self._present] = (self._block_to_group @ per_block[:, k:].reshape(-1, s * s)
+                            ).reshape(-1, s, s)
+        self._cache_key, self._cache = J.data, (self._u_matrix(ae[:, :k], data), V, W)
         return self._cache
+
+    def _u_matrix(self, a: np.ndarray, data: np.ndarray) -> np.ndarray:
+        """``U = J_R^T J_R``: per distinct R-column tuple ``c``, ``A_c^T A_c`` over its
+        E rows (scattered at ``c x c``), plus a sparse product over the rows without E."""
+        n_r = self.reduced.size
+        U = np.zeros((n_r + 1, n_r + 1))
+        au = a[self._u_order]
+        bounds = np.append(self._u_start, au.shape[0])
+        for t, cols in enumerate(self._u_cols):
+            block = au[bounds[t]:bounds[t + 1]]
+            U[np.ix_(cols, cols)] += block.T @ block
+        U = U[:n_r, :n_r]
+        if self._other is not None:
+            import scipy.sparse as sp
+
+            sel, cols, ptr, m = self._other
+            JR = sp.csr_matrix((data[sel], cols, ptr), shape=(m, n_r))
+            U = U + (JR.T.tocsr() @ JR).toarray()
+        return np.ascontiguousarray(U)
+
+    def _z_matrix(self, W: np.ndarray, L: np.ndarray) -> np.ndarray:
+        """``Z^T = (W L)^T`` dense, ``G s x (n_R + 1)`` (the ghost column n_R holds
+        zeros): block b's ``(W_b L_j(b))^T`` written at its group's rows and its R
+        columns."""
+        s = self.size
+        Lb = L[self._block_group]
+        ZB = sum(Lb[:, i, :, None] * W[:, None, :, i] for i in range(s)).ravel()
+        if self._z_buffer is None:
+            self._z_buffer = np.zeros(self.n_groups * s * (self.reduced.size + 1))
+        if self._z_shared:
+            ZB = np.bincount(self._z_inverse, weights=ZB, minlength=self._z_pos.size)
+        self._z_buffer[self._z_pos] = ZB
+        return self._z_buffer.reshape(self.n_groups * s, -1)
 
     def solve(self, J: Any, g: np.ndarray, D: np.ndarray, mu: float) -> np.ndarray | None:
         """``-(J^T J + mu diag(D))^-1 g`` by elimination; None if a factorisation fails
-        (the caller then takes the generic sparse path)."""
-        JR, JE, U, V = self._parts(J)
-        s, G = self.size, self.n_groups
-        E, R = self.group_cols, self.reduced
+        (the caller then takes the generic sparse path).
+
+        With ``V_j <- V_j + mu D_j``, ``V_j^-1 = L_j L_j^T``, ``Z = W L``:
+
+            S   = U + mu D_R - Z Z^T                        (BLAS syrk, dense)
+            rhs = -g_R + sum_b W_b V_j^-1 g_j              (scattered at c(b))
+            h_R = S^-1 rhs                                  (dense Cholesky)
+            h_j = -V_j^-1 (g_j + sum_{b in j} W_b^T h_R[c(b)])
+        """
+        from scipy.linalg import cho_factor, cho_solve
+
+        U, V, W = self._parts(J)
+        s, E, R = self.size, self.group_cols, self.reduced
         Vd = V + (mu * D[E])[:, :, None] * np.eye(s)[None]
         try:
             Vinv = np.linalg.inv(Vd)
             L = np.linalg.cholesky(0.5 * (Vinv + np.transpose(Vinv, (0, 2, 1))))
         except np.linalg.LinAlgError:
             return None
-        # J_E L: each E row's s entries times its group's L
-        rows_e = JE.data.reshape(-1, s)
-        group = self._e_rows_group
-        JEL = self._sp.csr_matrix((np.einsum("ri,rij->rj", rows_e, L[group]).ravel(),
-                                   JE.indices, JE.indptr), shape=JE.shape)
-        Z = np.bincount(self._pair_pos, weights=JR.data[self._pair_r] * JEL.data[self._pair_e],
-                        minlength=self._z_size).reshape(R.size, G * s)
         S = U.copy()
         S.flat[:: S.shape[0] + 1] += mu * D[R]
-        S -= Z @ Z.T
-        gE = g[E]                                           # (G, s)
-        LtgE = np.einsum("gji,gj->gi", L, gE).ravel()
-        rhs = -g[R] + Z @ LtgE
+        Zt = self._z_matrix(W, L)
+        S -= (Zt.T @ Zt)[: R.size, : R.size]        # numpy calls BLAS syrk for A^T A
+        gE = g[E]                                                  # (G, s)
+        VgE = np.einsum("gij,gj->gi", Vinv, gE)
+        WVg = np.einsum("bks,bs->bk", W, VgE[self._block_group]).ravel()
+        rhs = -g[R] + np.bincount(self._block_cols.ravel(), weights=WVg,
+                                  minlength=R.size + 1)[: R.size]
         try:
-            from scipy.linalg import cho_factor, cho_solve
-
             hR = cho_solve(cho_factor(S, lower=True, check_finite=False), rhs,
                            check_finite=False)
         except np.linalg.LinAlgError:
             return None
-        WthR = np.asarray(JE.T @ (JR @ hR)).reshape(G, s)
-        hE = -np.einsum("gij,gj->gi", Vinv, gE + WthR)
+        hR_ext = np.append(hR, 0.0)
+        WthR = np.einsum("bks,bk->bs", W, hR_ext[self._block_cols])
+        sums = np.zeros((self.n_groups, s))
+        if WthR.shape[0]:
+            sums[self._block_group[self._group_block_start]] = np.add.reduceat(
+                WthR, self._group_block_start, axis=0)
+        hE = -np.einsum("gij,gj->gi", Vinv, gE + sums)
         h = np.empty(self.n)
         h[R] = hR
         h[E.ravel()] = hE.ravel()
         if not np.all(np.isfinite(h)):
             return None
         return h
+
+
+def _indicator(starts: np.ndarray, n: int) -> Any:
+    """The CSR matrix summing runs of ``n`` rows (run i starts at ``starts[i]``):
+    ``(P @ X)[i] = X[starts[i]:starts[i + 1]].sum(0)``."""
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((np.ones(n), np.arange(n), np.append(starts, n)),
+                         shape=(starts.size, n))
+
+
+def _tuple_hash(cols: np.ndarray) -> np.ndarray:
+    """An int64 hash of each row of ``cols`` (equal rows, equal hashes). Only used to
+    sort equal rows next to each other: runs are then cut where the rows differ, so a
+    collision costs an extra run, never a wrong sum."""
+    mult = np.random.default_rng(54321).integers(1, 2**62, size=cols.shape[1])
+    with np.errstate(over="ignore"):
+        return cols @ mult
+
+
+def _parameter_blocks(indptr: np.ndarray, indices: np.ndarray, n: int, row_of: np.ndarray
+                      ) -> tuple[np.ndarray | None, np.ndarray]:
+    """Columns with identical row sets: ``(block_of_column, block_size)``, or
+    ``(None, _)`` when a column is empty.
+
+    A random float per row, summed per column (``bincount``: columns with the same rows
+    add the same numbers in the same order, so the sums are bitwise equal), groups the
+    columns; the grouping is then verified exactly on the CSC pattern (every column's
+    row list equals its block's first column's), so a hash collision only costs the
+    elimination (None), never a wrong answer.
+    """
+    import scipy.sparse as sp
+
+    m = indptr.size - 1
+    count = np.bincount(indices, minlength=n)
+    if np.any(count == 0):
+        return None, count
+    row_hash = np.random.default_rng(12345).random(m)
+    sig = np.bincount(indices, weights=row_hash[row_of], minlength=n)
+    order = np.lexsort((count, sig))
+    new = np.ones(n, dtype=bool)
+    new[1:] = (sig[order][1:] != sig[order][:-1]) | (count[order][1:] != count[order][:-1])
+    block_sorted = np.cumsum(new) - 1
+    block_of = np.empty(n, dtype=np.int64)
+    block_of[order] = block_sorted
+    first = order[new]                       # the first column of every block
+    block_size = np.bincount(block_of)
+    # exact check: column c's sorted rows == those of its block's first column
+    csc = sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=(m, n)).tocsc()
+    csc.sort_indices()
+    col_of = np.repeat(np.arange(n), count)
+    offset = np.arange(indices.size) - np.repeat(csc.indptr[:-1], count)
+    ref = csc.indptr[first[block_of[col_of]]] + offset
+    if not np.array_equal(csc.indices, csc.indices[ref]):
+        return None, block_size
+    return block_of, block_size
+
+
+def _independent_blocks(candidate: np.ndarray, block_of: np.ndarray,
+                        block_size: np.ndarray, indices: np.ndarray, row_of: np.ndarray,
+                        m: int) -> np.ndarray:
+    """A set of candidate blocks no row touches two of (so ``V`` is block diagonal).
+
+    When no row touches two candidates (bundle adjustment: one point per row) that is
+    all of them; otherwise a greedy independent set in the block adjacency graph,
+    lowest degree first (Ceres' ordering heuristic).
+    """
+    import scipy.sparse as sp
+
+    size = int(block_size[candidate][0])
+    on_candidate = candidate[block_of[indices]]
+    per_row = np.bincount(row_of[on_candidate], minlength=m)
+    if np.all(per_row <= size):
+        return candidate.copy()
+    n_blocks = block_size.size
+    upair = np.unique(row_of * n_blocks + block_of[indices])
+    inc = sp.csr_matrix((np.ones(upair.size), (upair // n_blocks, upair % n_blocks)),
+                        shape=(m, n_blocks))
+    adj = (inc.T @ inc).tocsr()
+    degree = np.diff(adj.indptr)
+    chosen = np.zeros(n_blocks, dtype=bool)
+    blocked = ~candidate
+    aptr, aidx = adj.indptr, adj.indices
+    for b in np.argsort(degree, kind="stable"):
+        if blocked[b]:
+            continue
+        chosen[b] = True
+        blocked[aidx[aptr[b]:aptr[b + 1]]] = True
+    return chosen
