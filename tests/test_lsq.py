@@ -236,6 +236,51 @@ def test_schur_elimination_matches_the_generic_sparse_step() -> None:
         np.testing.assert_allclose(h, ref, rtol=1e-7, atol=1e-9 * np.max(np.abs(ref)))
 
 
+def _irregular_block_jacobian(seed: int):
+    """A CSR Jacobian with point blocks (3 columns) seen from one or two cameras (4
+    columns each), the same camera-point pair observed twice, camera priors (rows with
+    no point) and point priors (rows with no camera)."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    n_cams, n_pts = 6, 50
+    n = 4 * n_cams + 3 * n_pts
+    rows: list[list[int]] = []
+    for p in range(n_pts):
+        pt = [4 * n_cams + 3 * p + i for i in range(3)]
+        for _ in range(int(rng.integers(2, 5))):
+            cams = rng.choice(n_cams, size=int(rng.integers(1, 3)), replace=False)
+            cols = sorted(pt + [4 * c + i for c in cams for i in range(4)])
+            rows += [cols, cols]
+        rows.append(pt)                               # point prior
+    rows.append(rows[0])                              # a repeated observation row
+    rows += [[4 * c + i for i in range(4)] for c in range(n_cams)]    # camera priors
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+    indices = np.concatenate(rows)
+    return sp.csr_matrix((rng.normal(size=indices.size), indices, indptr),
+                         shape=(len(rows), n))
+
+
+@pytest.mark.parametrize("force_sparse_u", [False, True])
+def test_schur_elimination_with_irregular_rows(monkeypatch, force_sparse_u: bool) -> None:
+    from scalar_autograd.lsq import schur as schur_module
+    from scalar_autograd.lsq.linalg import solve_sparse
+
+    if force_sparse_u:
+        monkeypatch.setattr(schur_module, "MAX_U_TUPLES", 0)
+    J = _irregular_block_jacobian(11)
+    r = np.random.default_rng(2).normal(size=J.shape[0])
+    schur = schur_module.SchurComplement.detect(J.indptr, J.indices, J.shape[1])
+    assert schur is not None and schur.size == 3
+    g = np.asarray(J.T @ r)
+    D = np.asarray(J.multiply(J).sum(axis=0)).ravel()
+    A = (J.T @ J).tocsr()
+    for mu in (1e-6, 1e-2, 10.0):
+        h = schur.solve(J, g, D, mu)
+        ref = solve_sparse(A, g, D, mu, J, r, "sparse_cholesky")
+        np.testing.assert_allclose(h, ref, rtol=1e-7, atol=1e-9 * np.max(np.abs(ref)))
+
+
 def test_schur_not_used_without_block_structure() -> None:
     import scipy.sparse as sp
 

@@ -54,6 +54,9 @@ MAX_ELIMINATED_BLOCK = 6
 """Largest parameter block eliminated (batched dense inverses of this size)."""
 MAX_REDUCED = 3000
 """Largest reduced (dense) system: its Cholesky is ``n^3/3`` flops (9e9 at 3000)."""
+MAX_U_TUPLES = 1000
+"""``U`` is summed by one BLAS product per distinct R-column tuple of the E rows (a
+camera in bundle adjustment) up to this many tuples, by a sparse product beyond."""
 MAX_DENSE_Z = 30_000_000
 """``Z = W L`` is formed dense, ``n_R x |E|`` (240 MB at this many entries); larger
 problems take the generic sparse path."""
@@ -118,9 +121,8 @@ class SchurComplement:
         slot = np.full(m, -1, dtype=np.int64)
         slot[e_rows] = np.arange(e_rows.size)
         sel_e = np.flatnonzero(entry_e)
-        e_pos = np.empty(e_rows.size * s, dtype=np.int64)
-        e_pos[slot[row_of[sel_e]] * s + offset_in_group[indices[sel_e]]] = sel_e
-        e_pos = e_pos.reshape(-1, s)
+        e_pos = np.empty((e_rows.size, s), dtype=np.int64)
+        e_pos.reshape(-1)[slot[row_of[sel_e]] * s + offset_in_group[indices[sel_e]]] = sel_e
         row_group = group_of_col[indices[e_pos[:, 0]]]
         # R entries of E rows, padded to k per row (position nnz reads an appended 0)
         sel_r = np.flatnonzero(~entry_e & (slot[row_of] >= 0))
@@ -129,22 +131,21 @@ class SchurComplement:
         k = int(r_count.max()) if e_rows.size else 0
         flat = r_slot * k + (np.arange(sel_r.size)
                              - np.repeat(np.cumsum(r_count) - r_count, r_count))
-        a_pos = np.full(e_rows.size * k, nnz, dtype=np.int64)
-        a_col = np.full(e_rows.size * k, n_r, dtype=np.int64)
-        a_pos[flat] = sel_r
-        a_col[flat] = r_pos[indices[sel_r]]
-        a_pos, a_col = a_pos.reshape(-1, k), a_col.reshape(-1, k)
+        a_pos = np.full((e_rows.size, k), nnz, dtype=np.int64)
+        a_col = np.full((e_rows.size, k), n_r, dtype=np.int64)
+        a_pos.reshape(-1)[flat] = sel_r
+        a_col.reshape(-1)[flat] = r_pos[indices[sel_r]]
         # sorted once by (group, R columns): F-blocks are runs of this order
         order = np.lexsort((_tuple_hash(a_col), row_group))
         self.k = k
         self._ae_pos = np.concatenate([a_pos, e_pos], axis=1)[order]    # (rows, k + s)
         self._a_col, self._row_group = a_col[order], row_group[order]
-        # rows touching no eliminated column: their part of U by a sparse product
-        other = ~entry_e & (slot[row_of] < 0)
-        sel_o = np.flatnonzero(other)
-        counts_o = np.bincount(row_of[sel_o], minlength=m)
-        self._other = (sel_o, r_pos[indices[sel_o]], np.concatenate([[0], np.cumsum(counts_o)]),
-                       m) if sel_o.size else None
+        # J_R's pattern (all rows, or only the rows touching no eliminated column) for
+        # the part of U that is formed by a sparse product
+        self._nnz = nnz
+        self._jr_all = _sub_pattern(np.flatnonzero(~entry_e), row_of, indices, r_pos, m)
+        self._jr_other = _sub_pattern(np.flatnonzero(~entry_e & (slot[row_of] < 0)), row_of,
+                                      indices, r_pos, m)
 
     def _build_blocks(self) -> None:
         """F-block and group boundaries in the sorted E rows, and where each block's
@@ -178,8 +179,17 @@ class SchurComplement:
         if self._z_shared:
             self._z_pos, self._z_inverse = np.unique(z_pos, return_inverse=True)
         self._z_buffer: np.ndarray | None = None
-        # segment sums as sparse indicator products (rows -> blocks, rows -> groups)
-        self._to_block = _indicator(self._block_start, n_rows)
+        # a block's rows in pairs (an odd one out paired with a zero row): the products
+        # [a; e] e^T of a pair are one small matmul, summed per block by an indicator
+        count = np.diff(np.append(self._block_start, n_rows))
+        pairs = (count + 1) // 2
+        pair_first = np.cumsum(pairs) - pairs                 # each block's first pair
+        within = np.arange(n_rows) - np.repeat(self._block_start, count)
+        pair_rows = np.full((int(pairs.sum()), 2), n_rows, dtype=np.int64)
+        pair_rows[np.repeat(pair_first, count) + within // 2, within % 2] = np.arange(n_rows)
+        zero_row = np.full((1, self._ae_pos.shape[1]), self._nnz)     # reads the 0
+        self._pair_pos = np.concatenate([self._ae_pos, zero_row])[pair_rows]
+        self._pair_to_block = _indicator(pair_first, pair_rows.shape[0])
         self._block_to_group = _indicator(self._group_block_start, self._block_start.size)
         # U's E-row part: rows with the same R columns summed by one BLAS product each
         # (one tuple per camera in bundle adjustment), then scattered
@@ -190,6 +200,8 @@ class SchurComplement:
             change[1:] = np.any(tuples[1:] != tuples[:-1], axis=1)
         self._u_start = np.flatnonzero(change)
         self._u_cols = tuples[self._u_start]
+        self._u_pos = self._ae_pos[self._u_order, : self.k]
+        del self._ae_pos
 
     @classmethod
     def detect(cls, indptr: np.ndarray, indices: np.ndarray, n: int
@@ -235,35 +247,35 @@ class SchurComplement:
         if self._cache_key is not None and self._cache_key is J.data:
             return self._cache
         data = np.append(J.data, 0.0)             # index nnz: the padding's zero
-        ae = data[self._ae_pos]                   # (rows, k + s): a_r then e_r
-        k, s, n_rows = self.k, self.size, ae.shape[0]
-        # per F-block: sum_r [a_r; e_r] e_r^T = [W_b; block's part of V_j]
-        per_block = (self._to_block @ (ae[:, :, None] * ae[:, None, k:]).reshape(
-            n_rows, (k + s) * s)).reshape(-1, k + s, s)
+        X = data[self._pair_pos]                  # (pairs, 2, k + s): rows [a_r, e_r]
+        k, s = self.k, self.size
+        # per F-block: sum_r [a_r; e_r] e_r^T = [W_b; the block's part of V_j]
+        per_pair = np.matmul(X.transpose(0, 2, 1), X[:, :, k:])
+        per_block = (self._pair_to_block @ per_pair.reshape(X.shape[0], (k + s) * s)
+                     ).reshape(-1, k + s, s)
         W = per_block[:, :k]
         V = np.zeros((self.n_groups, s, s))
         V[self._present] = (self._block_to_group @ per_block[:, k:].reshape(-1, s * s)
                             ).reshape(-1, s, s)
-        self._cache_key, self._cache = J.data, (self._u_matrix(ae[:, :k], data), V, W)
+        self._cache_key, self._cache = J.data, (self._u_matrix(data), V, W)
         return self._cache
 
-    def _u_matrix(self, a: np.ndarray, data: np.ndarray) -> np.ndarray:
+    def _u_matrix(self, data: np.ndarray) -> np.ndarray:
         """``U = J_R^T J_R``: per distinct R-column tuple ``c``, ``A_c^T A_c`` over its
-        E rows (scattered at ``c x c``), plus a sparse product over the rows without E."""
+        E rows (scattered at ``c x c``), plus a sparse product over the rows without E;
+        all by a sparse product when there are more than ``MAX_U_TUPLES`` tuples."""
         n_r = self.reduced.size
+        if self._u_cols.shape[0] > MAX_U_TUPLES:        # no such structure: generic
+            return _gram(data, self._jr_all, n_r)
         U = np.zeros((n_r + 1, n_r + 1))
-        au = a[self._u_order]
+        au = data[self._u_pos]                    # the E rows' a_r, by R-column tuple
         bounds = np.append(self._u_start, au.shape[0])
         for t, cols in enumerate(self._u_cols):
             block = au[bounds[t]:bounds[t + 1]]
             U[np.ix_(cols, cols)] += block.T @ block
         U = U[:n_r, :n_r]
-        if self._other is not None:
-            import scipy.sparse as sp
-
-            sel, cols, ptr, m = self._other
-            JR = sp.csr_matrix((data[sel], cols, ptr), shape=(m, n_r))
-            U = U + (JR.T.tocsr() @ JR).toarray()
+        if self._jr_other is not None:
+            U = U + _gram(data, self._jr_other, n_r)
         return np.ascontiguousarray(U)
 
     def _z_matrix(self, W: np.ndarray, L: np.ndarray) -> np.ndarray:
@@ -271,8 +283,8 @@ class SchurComplement:
         zeros): block b's ``(W_b L_j(b))^T`` written at its group's rows and its R
         columns."""
         s = self.size
-        Lb = L[self._block_group]
-        ZB = sum(Lb[:, i, :, None] * W[:, None, :, i] for i in range(s)).ravel()
+        # (L_j^T W_b^T): batched small products, numpy's matmul loop beats einsum here
+        ZB = np.matmul(L[self._block_group].transpose(0, 2, 1), W.transpose(0, 2, 1)).ravel()
         if self._z_buffer is None:
             self._z_buffer = np.zeros(self.n_groups * s * (self.reduced.size + 1))
         if self._z_shared:
@@ -291,8 +303,6 @@ class SchurComplement:
             h_R = S^-1 rhs                                  (dense Cholesky)
             h_j = -V_j^-1 (g_j + sum_{b in j} W_b^T h_R[c(b)])
         """
-        from scipy.linalg import cho_factor, cho_solve
-
         U, V, W = self._parts(J)
         s, E, R = self.size, self.group_cols, self.reduced
         Vd = V + (mu * D[E])[:, :, None] * np.eye(s)[None]
@@ -307,16 +317,14 @@ class SchurComplement:
         S -= (Zt.T @ Zt)[: R.size, : R.size]        # numpy calls BLAS syrk for A^T A
         gE = g[E]                                                  # (G, s)
         VgE = np.einsum("gij,gj->gi", Vinv, gE)
-        WVg = np.einsum("bks,bs->bk", W, VgE[self._block_group]).ravel()
+        WVg = np.matmul(W, VgE[self._block_group][:, :, None]).ravel()
         rhs = -g[R] + np.bincount(self._block_cols.ravel(), weights=WVg,
                                   minlength=R.size + 1)[: R.size]
-        try:
-            hR = cho_solve(cho_factor(S, lower=True, check_finite=False), rhs,
-                           check_finite=False)
-        except np.linalg.LinAlgError:
+        hR = _solve_reduced(S, rhs)
+        if hR is None:
             return None
         hR_ext = np.append(hR, 0.0)
-        WthR = np.einsum("bks,bk->bs", W, hR_ext[self._block_cols])
+        WthR = np.matmul(hR_ext[self._block_cols][:, None, :], W)[:, 0, :]
         sums = np.zeros((self.n_groups, s))
         if WthR.shape[0]:
             sums[self._block_group[self._group_block_start]] = np.add.reduceat(
@@ -328,6 +336,40 @@ class SchurComplement:
         if not np.all(np.isfinite(h)):
             return None
         return h
+
+
+def _solve_reduced(S: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:
+    """``S^-1 rhs`` by dense Cholesky; None when ``S`` is not numerically positive
+    definite (e.g. an undamped step on bundle adjustment, whose 7-dimensional gauge
+    freedom makes ``J^T J`` singular): the caller then takes the generic sparse path."""
+    import scipy.linalg as sla
+
+    try:
+        return np.asarray(sla.cho_solve(sla.cho_factor(S, lower=True, check_finite=False),
+                                        rhs, check_finite=False))
+    except np.linalg.LinAlgError:
+        return None
+
+
+def _sub_pattern(sel: np.ndarray, row_of: np.ndarray, indices: np.ndarray,
+                 r_pos: np.ndarray, m: int) -> tuple[np.ndarray, ...] | None:
+    """The CSR pattern (entry positions in ``J.data``, R columns, indptr) of the entries
+    ``sel`` of J, all in R; None if there are none."""
+    if sel.size == 0:
+        return None
+    counts = np.bincount(row_of[sel], minlength=m)
+    return sel, r_pos[indices[sel]], np.concatenate([[0], np.cumsum(counts)])
+
+
+def _gram(data: np.ndarray, pattern: tuple[np.ndarray, ...] | None, n_r: int) -> np.ndarray:
+    """``J_R^T J_R`` (dense) over a :func:`_sub_pattern` of ``J``."""
+    import scipy.sparse as sp
+
+    if pattern is None:
+        return np.zeros((n_r, n_r))
+    sel, cols, ptr = pattern
+    JR = sp.csr_matrix((data[sel], cols, ptr), shape=(ptr.size - 1, n_r))
+    return np.asarray((JR.T.tocsr() @ JR).toarray())
 
 
 def _indicator(starts: np.ndarray, n: int) -> Any:
