@@ -113,12 +113,17 @@ class Assembler:
             N, mb = b.rows.shape
             k = b.param_index.shape[1]
             cols = np.broadcast_to(b.param_index[:, None, :], (N, mb, k)).reshape(N * mb, k)
-            order = np.argsort(cols, axis=1, kind="stable")
-            sorted_cols = np.take_along_axis(cols, order, axis=1)
-            if k > 1 and np.any(sorted_cols[:, 1:] == sorted_cols[:, :-1]):
-                return False
-            rank = np.empty_like(order)
-            np.put_along_axis(rank, order, np.arange(k)[None, :], axis=1)
+            pi = b.param_index
+            if k < 2 or bool(np.all(pi[:, 1:] > pi[:, :-1])):
+                rank = np.arange(k)[None, :]         # each row's columns already sorted
+            else:
+                order = np.argsort(pi, axis=1, kind="stable")
+                sorted_cols = np.take_along_axis(pi, order, axis=1)
+                if np.any(sorted_cols[:, 1:] == sorted_cols[:, :-1]):
+                    return False
+                rank = np.empty_like(order)
+                np.put_along_axis(rank, order, np.arange(k)[None, :], axis=1)
+                rank = np.repeat(rank, mb, axis=0)
             pos = indptr[b.rows.ravel()][:, None] + rank
             indices[pos.ravel()] = cols.ravel()
             positions.append(pos.ravel())

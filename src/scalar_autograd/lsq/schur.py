@@ -129,21 +129,19 @@ class SchurComplement:
         r_slot = slot[row_of[sel_r]]
         r_count = np.bincount(r_slot, minlength=e_rows.size)
         k = int(r_count.max()) if e_rows.size else 0
-        flat = r_slot * k + (np.arange(sel_r.size)
-                             - np.repeat(np.cumsum(r_count) - r_count, r_count))
+        first = np.cumsum(r_count) - r_count                # each row's first R entry
+        flat = r_slot * k + (np.arange(sel_r.size) - first[r_slot])
         a_pos = np.full((e_rows.size, k), nnz, dtype=np.int64)
         a_col = np.full((e_rows.size, k), n_r, dtype=np.int64)
         a_pos.reshape(-1)[flat] = sel_r
         a_col.reshape(-1)[flat] = r_pos[indices[sel_r]]
         # sorted once by (group, R columns): F-blocks are runs of this order
-        order = np.lexsort((_tuple_hash(a_col), row_group))
+        order = np.argsort((row_group << 32) | ((_tuple_hash(a_col) >> 32) & 0xFFFFFFFF))
         self.k = k
         self._ae_pos = np.concatenate([a_pos, e_pos], axis=1)[order]    # (rows, k + s)
         self._a_col, self._row_group = a_col[order], row_group[order]
-        # J_R's pattern (all rows, or only the rows touching no eliminated column) for
-        # the part of U that is formed by a sparse product
+        # J_R's pattern over the rows touching no eliminated column, for their part of U
         self._nnz = nnz
-        self._jr_all = _sub_pattern(np.flatnonzero(~entry_e), row_of, indices, r_pos, m)
         self._jr_other = _sub_pattern(np.flatnonzero(~entry_e & (slot[row_of] < 0)), row_of,
                                       indices, r_pos, m)
 
@@ -266,7 +264,7 @@ class SchurComplement:
         all by a sparse product when there are more than ``MAX_U_TUPLES`` tuples."""
         n_r = self.reduced.size
         if self._u_cols.shape[0] > MAX_U_TUPLES:        # no such structure: generic
-            return _gram(data, self._jr_all, n_r)
+            return _gram(data, self._jr_pattern(), n_r)
         U = np.zeros((n_r + 1, n_r + 1))
         au = data[self._u_pos]                    # the E rows' a_r, by R-column tuple
         bounds = np.append(self._u_start, au.shape[0])
@@ -277,6 +275,15 @@ class SchurComplement:
         if self._jr_other is not None:
             U = U + _gram(data, self._jr_other, n_r)
         return np.ascontiguousarray(U)
+
+    def _jr_pattern(self) -> tuple[np.ndarray, ...] | None:
+        """J_R's pattern over all rows (for the generic ``U``)."""
+        m = self._indptr.size - 1
+        row_of = np.repeat(np.arange(m), np.diff(self._indptr))
+        r_pos = np.full(self.n, -1, dtype=np.int64)
+        r_pos[self.reduced] = np.arange(self.reduced.size)
+        return _sub_pattern(np.flatnonzero(r_pos[self._indices] >= 0), row_of,
+                            self._indices, r_pos, m)
 
     def _z_matrix(self, W: np.ndarray, L: np.ndarray) -> np.ndarray:
         """``Z^T = (W L)^T`` dense, ``G s x (n_R + 1)`` (the ghost column n_R holds
