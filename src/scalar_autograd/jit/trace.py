@@ -61,8 +61,9 @@ def trace(
     for node in order:
         op = node.op
         if op is None:
-            slot = slot_of.get(id(node))
-            ids[id(node)] = builder.input(slot) if slot is not None else builder.const(node.data)
+            leaf_slot = slot_of.get(id(node))
+            ids[id(node)] = (builder.input(leaf_slot) if leaf_slot is not None
+                             else builder.const(node.data))
         else:
             ids[id(node)] = emit(op.name, tuple([ids[id(a)] for a in node.args]))
     return builder.build([ids[id(o)] for o in outputs], n_values=len(outputs)), lifted
