@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from scalar_autograd.backends.llvm import _addr, instruction, native_engine
+from scalar_autograd.backends.llvm import _addr, batch_function, instruction, native_engine
 from scalar_autograd.jit.ir import Program
 from scalar_autograd.ops import OPS
 
@@ -142,29 +142,8 @@ oexit:
   ret void
 }}
 
-define void @batch(ptr %desc, i64 %n, ptr %X, ptr %U, ptr %V, ptr %D, ptr %regs) {{
-entry:
-{fields}
-  %nd = sub i64 %f5, %f4
-  %empty = icmp sle i64 %n, 0
-  br i1 %empty, label %done, label %loop
-loop:
-  %i = phi i64 [ 0, %entry ], [ %next, %loop ]
-  %ix = mul i64 %i, %f6
-  %iu = mul i64 %i, %f7
-  %iv = mul i64 %i, %f4
-  %id = mul i64 %i, %nd
-  %px = getelementptr inbounds double, ptr %X, i64 %ix
-  %pu = getelementptr inbounds double, ptr %U, i64 %iu
-  %pv = getelementptr inbounds double, ptr %V, i64 %iv
-  %pd = getelementptr inbounds double, ptr %D, i64 %id
-  call void @kernel(ptr %desc, ptr %px, ptr %pu, ptr %pv, ptr %pd, ptr %regs)
-  %next = add i64 %i, 1
-  %more = icmp slt i64 %next, %n
-  br i1 %more, label %loop, label %done
-done:
-  ret void
-}}
+{batch_function("ptr %desc, ", "%regs", fields + chr(10) + "  %nd = sub i64 %f5, %f4" + chr(10),
+                ("%f6", "%f7", "%f4", "%nd"))}
 """
 
 
