@@ -218,7 +218,17 @@ def test_small_bundle_adjustment_solvers_agree(linear_solver: str) -> None:
     assert (hasattr(res.jacobian, "tocsr")) == (linear_solver != "dense")
 
 
-def test_schur_elimination_matches_the_generic_sparse_step() -> None:
+@pytest.fixture(params=["native", "numpy"])
+def schur_path(request, monkeypatch) -> str:
+    """Run a Schur test with the native kernels and with the numpy fallback."""
+    from scalar_autograd.lsq import schur_native
+
+    if request.param == "numpy":
+        monkeypatch.setattr(schur_native, "kernels_for", lambda k, s: None)
+    return str(request.param)
+
+
+def test_schur_elimination_matches_the_generic_sparse_step(schur_path: str) -> None:
     from scalar_autograd.lsq.linalg import solve_sparse
     from scalar_autograd.lsq.schur import SchurComplement
 
@@ -227,8 +237,10 @@ def test_schur_elimination_matches_the_generic_sparse_step() -> None:
     schur = SchurComplement.detect(J.indptr, J.indices, J.shape[1])
     assert schur is not None
     assert schur.size == 3 and schur.eliminated.size == 3 * 120
+    assert (schur._kernels is not None) == (schur_path == "native")
     g = np.asarray(J.T @ r)
     D = np.asarray(J.multiply(J).sum(axis=0)).ravel()
+    np.testing.assert_allclose(schur.diagonal(J), D, rtol=1e-13)
     A = (J.T @ J).tocsr()
     for mu in (1e-6, 1e-2, 10.0):
         h = schur.solve(J, g, D, mu)
@@ -262,7 +274,8 @@ def _irregular_block_jacobian(seed: int):
 
 
 @pytest.mark.parametrize("force_sparse_u", [False, True])
-def test_schur_elimination_with_irregular_rows(monkeypatch, force_sparse_u: bool) -> None:
+def test_schur_elimination_with_irregular_rows(monkeypatch, force_sparse_u: bool,
+                                               schur_path: str) -> None:
     from scalar_autograd.lsq import schur as schur_module
     from scalar_autograd.lsq.linalg import solve_sparse
 
@@ -274,6 +287,7 @@ def test_schur_elimination_with_irregular_rows(monkeypatch, force_sparse_u: bool
     assert schur is not None and schur.size == 3
     g = np.asarray(J.T @ r)
     D = np.asarray(J.multiply(J).sum(axis=0)).ravel()
+    np.testing.assert_allclose(schur.diagonal(J), D, rtol=1e-13)
     A = (J.T @ J).tocsr()
     for mu in (1e-6, 1e-2, 10.0):
         h = schur.solve(J, g, D, mu)
@@ -290,7 +304,7 @@ def test_schur_not_used_without_block_structure() -> None:
     assert SchurComplement.detect(J.indptr, J.indices, J.shape[1]) is None
 
 
-def test_bundle_auto_schur_and_generic_paths_agree() -> None:
+def test_bundle_auto_schur_and_generic_paths_agree(schur_path: str) -> None:
     bundle = make_bundle(4, 300, 1500, seed=7)
     res_auto = bundle.problem().solve(max_iterations=200)
     res_generic = bundle.problem().solve(linear_solver="sparse_cholesky", max_iterations=200)

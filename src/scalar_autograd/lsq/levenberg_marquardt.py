@@ -235,9 +235,9 @@ class _Model:
             else None
         self._A: Any = None
         if self.schur is not None:
-            # the elimination never needs the full J^T J, only its diagonal
-            self.diag = np.bincount(self.J.indices, weights=self.J.data ** 2,
-                                    minlength=self.J.shape[1])
+            # the elimination never needs the full J^T J, only its diagonal (from the
+            # blocks U and V of J^T J it forms for the step anyway)
+            self.diag = self.schur.diagonal(self.J)
         elif self.sparse:
             self.diag = np.asarray(self.normal_matrix().diagonal())
         else:

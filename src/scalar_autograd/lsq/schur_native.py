@@ -1,0 +1,392 @@
+"""Native (LLVM) kernels of the Schur-complement step, specialised per block shape.
+
+:class:`~scalar_autograd.lsq.schur.SchurComplement` sorts the rows touching an
+eliminated group into *F-blocks* (rows sharing one group and one tuple of ``k``
+reduced columns; a bundle-adjustment observation's two rows). Three loops over those
+blocks do all the per-row work of an LM step, with the shape ``(k, s)`` (reduced
+columns per row, eliminated block size) compiled in as constants, so every small
+product is straight-line code held in registers:
+
+``parts``
+    per block ``b`` of group ``j``: ``W_b = sum a_r e_r^T`` (k x s, stored),
+    ``V_j += sum e_r e_r^T`` and ``U[c(b), c(b)] += sum a_r a_r^T`` (scattered).
+``reduce``
+    per group ``j`` with ``V_j^-1`` given: ``T_b = W_b V_j^-1``; ``rhs[c(b)] += T_b
+    g_j``; ``S1[c(b), c(b)] += T_b W_b^T``; for each later block ``b'`` of the group
+    ``S2[c(b), c(b')] += T_b W_b'^T``. The Schur complement is then
+    ``U - (S1 + S2 + S2^T)``: only the camera pairs a point links are ever touched
+    (``sum_j n_j^2 / 2`` small products), where a dense ``Z Z^T`` costs
+    ``n_R^2 |E|``: 25 times the arithmetic on the bundle-adjustment benchmark.
+``back``
+    per group: ``h_j = -V_j^-1 (g_j + sum_b W_b^T h_R[c(b)])``.
+
+Every array is C-contiguous; a padded reduced column (rows with fewer than ``k``
+reduced entries) points at a ghost column ``n_R`` whose Jacobian entries are zero, so
+the kernels never branch on it. No fast-math flags: the arithmetic is IEEE's, in a
+fixed order. One engine per ``(k, s)`` and process, compiled on first use (tens of
+milliseconds); blocks too large to unroll (``k * k > MAX_UNROLLED``) take the numpy
+path.
+
+Example:
+    >>> import numpy as np
+    >>> kernels = kernels_for(1, 1)
+    >>> data = np.array([2.0, 3.0, 0.0])      # one row: a = 2 (column 0), e = 3
+    >>> W, V, U = np.zeros((1, 1, 1)), np.zeros((1, 1, 1)), np.zeros((2, 2))
+    >>> kernels.parts(1, data, np.array([[0, 1]]), np.array([0, 1]), np.array([0]),
+    ...               np.array([[0]]), W, V, U)
+    >>> W.ravel().tolist(), V.ravel().tolist(), float(U[0, 0])
+    ([6.0], [9.0], 4.0)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from typing import Any
+
+import numpy as np
+
+MAX_UNROLLED = 1024
+"""Largest ``k * k`` (reduced columns per row, squared) unrolled into straight-line
+code; larger blocks take the numpy path."""
+
+PREFETCH_DISTANCE = 8
+"""Blocks ahead whose Jacobian rows ``parts`` asks the cache for."""
+
+_ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+class _Emitter:
+    """Straight-line LLVM IR text with fresh SSA names."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._n = 0
+
+    def fresh(self, stem: str) -> str:
+        self._n += 1
+        return f"%{stem}{self._n}"
+
+    def emit(self, line: str) -> None:
+        self.lines.append("  " + line)
+
+    def label(self, name: str) -> None:
+        self.lines.append(f"{name}:")
+
+    def arg(self, index: int, kind: str) -> str:
+        """Word ``index`` of the argument block, as an ``i64`` or a ``ptr``."""
+        p, v = self.fresh("ap"), self.fresh("a")
+        self.emit(f"{p} = getelementptr i64, ptr %args, i64 {index}")
+        self.emit(f"{v} = load i64, ptr {p}")
+        if kind == "i64":
+            return v
+        q = self.fresh("p")
+        self.emit(f"{q} = inttoptr i64 {v} to ptr")
+        return q
+
+    def gep(self, kind: str, base: str, index: str) -> str:
+        p = self.fresh("g")
+        self.emit(f"{p} = getelementptr {kind}, ptr {base}, i64 {index}")
+        return p
+
+    def load(self, kind: str, base: str, index: str) -> str:
+        v = self.fresh("l")
+        self.emit(f"{v} = load {kind}, ptr {self.gep(kind, base, index)}")
+        return v
+
+    def store(self, value: str, base: str, index: str) -> None:
+        self.emit(f"store double {value}, ptr {self.gep('double', base, index)}")
+
+    def op(self, opcode: str, kind: str, a: str, b: str) -> str:
+        v = self.fresh("t")
+        self.emit(f"{v} = {opcode} {kind} {a}, {b}")
+        return v
+
+    def dot(self, pairs: list[tuple[str, str]], start: str | None = None) -> str:
+        """``start + sum a * b`` left to right (``0.0`` when empty and no start)."""
+        acc = start
+        for a, b in pairs:
+            prod = self.op("fmul", "double", a, b)
+            acc = prod if acc is None else self.op("fadd", "double", acc, prod)
+        return acc if acc is not None else "0.0"
+
+    def add_to(self, base: str, index: str, value: str) -> None:
+        """``base[index] += value``."""
+        p = self.gep("double", base, index)
+        old, new = self.fresh("o"), self.fresh("n")
+        self.emit(f"{old} = load double, ptr {p}")
+        self.emit(f"{new} = fadd double {old}, {value}")
+        self.emit(f"store double {new}, ptr {p}")
+
+    def loop(self, name: str, start: str, stop: str, preheader: str) -> str:
+        """Open ``for i in range(start, stop)``; returns ``i``. Close with :meth:`end_loop`."""
+        i = f"%{name}"
+        self.emit(f"br label %{name}.head")
+        self.label(f"{name}.head")
+        self.emit(f"{i} = phi i64 [{start}, %{preheader}], [{i}.next, %{name}.latch]")
+        done = self.fresh("done")
+        self.emit(f"{done} = icmp sge i64 {i}, {stop}")
+        self.emit(f"br i1 {done}, label %{name}.exit, label %{name}.body")
+        self.label(f"{name}.body")
+        return i
+
+    def end_loop(self, name: str) -> None:
+        self.emit(f"br label %{name}.latch")
+        self.label(f"{name}.latch")
+        self.emit(f"%{name}.next = add i64 %{name}, 1")
+        self.emit(f"br label %{name}.head")
+        self.label(f"{name}.exit")
+
+    def index(self, *terms: str | int) -> str:
+        """The ``i64`` sum of products given as ``"a*b"`` pairs or plain terms."""
+        acc: str | None = None
+        for term in terms:
+            if isinstance(term, int):
+                value = str(term)
+            elif "*" in term:
+                a, b = term.split("*")
+                value = self.op("mul", "i64", a, b)
+            else:
+                value = term
+            acc = value if acc is None else self.op("add", "i64", acc, value)
+        return acc if acc is not None else "0"
+
+
+def _block_header(e: _Emitter, b: str, k: int, s: int, W: str, cols: str,
+                  width: str) -> tuple[list[list[str]], list[str]]:
+    """Load block ``b``'s ``W_b`` (k x s) and the row offsets ``c_i * width`` of its
+    reduced columns."""
+    w_base = e.index(f"{b}*{k * s}")
+    w = [[e.load("double", W, e.index(w_base, i * s + t)) for t in range(s)]
+         for i in range(k)]
+    c_base = e.index(f"{b}*{k}")
+    c = [e.load("i64", cols, e.index(c_base, i)) for i in range(k)]
+    rows = [e.op("mul", "i64", ci, width) for ci in c]
+    return w, [*c, *rows]
+
+
+def _parts_ir(k: int, s: int) -> str:
+    """args: nb, &data, &pos (rows x (k+s)), &block_start (nb+1), &block_group,
+    &block_cols (nb x k), &W (nb x k x s), &V (G x s x s), &U (width^2), width."""
+    e = _Emitter()
+    nb, data, pos, bstart, bgroup, bcols = (e.arg(0, "i64"), e.arg(1, "ptr"), e.arg(2, "ptr"),
+                                           e.arg(3, "ptr"), e.arg(4, "ptr"), e.arg(5, "ptr"))
+    W, V, U, width = e.arg(6, "ptr"), e.arg(7, "ptr"), e.arg(8, "ptr"), e.arg(9, "i64")
+    b = e.loop("b", "0", nb, "entry")
+    r0 = e.load("i64", bstart, b)
+    r1 = e.load("i64", bstart, e.op("add", "i64", b, "1"))
+    g = e.load("i64", bgroup, b)
+    # the blocks' rows are scattered over J.data (sorted by group, not by row): fetch
+    # the first and last entry of a block PREFETCH_DISTANCE blocks ahead
+    ahead = e.op("add", "i64", b, str(PREFETCH_DISTANCE))
+    clamped = e.fresh("c")
+    last = e.op("sub", "i64", nb, "1")
+    e.emit(f"{clamped} = call i64 @llvm.smin.i64(i64 {ahead}, i64 {last})")
+    p0 = e.load("i64", bstart, clamped)
+    p1 = e.op("sub", "i64", e.load("i64", bstart, e.op("add", "i64", clamped, "1")), "1")
+    for row, col in ((p0, 0), (p1, k + s - 1)):
+        at = e.load("i64", pos, e.index(f"{row}*{k + s}", col))
+        e.emit(f"call void @llvm.prefetch.p0(ptr {e.gep('double', data, at)}, "
+               "i32 0, i32 3, i32 1)")
+    # accumulators over the block's rows: W (k x s), upper U (k x k), upper V (s x s)
+    acc_names = ([("w", i, t) for i in range(k) for t in range(s)]
+                 + [("u", i, j) for i in range(k) for j in range(i, k)]
+                 + [("v", t, u) for t in range(s) for u in range(t, s)])
+    e.emit("br label %r.head")
+    e.label("r.head")
+    e.emit("%r = phi i64 [" + r0 + ", %b.body], [%r.next, %r.body]")
+    for name, i, j in acc_names:
+        e.emit(f"%{name}.{i}.{j} = phi double [0.0, %b.body], [%{name}.{i}.{j}.n, %r.body]")
+    done = e.fresh("done")
+    e.emit(f"{done} = icmp sge i64 %r, {r1}")
+    e.emit(f"br i1 {done}, label %r.exit, label %r.body")
+    e.label("r.body")
+    row = e.index(f"%r*{k + s}")
+    vals = [e.load("double", data, e.load("i64", pos, e.index(row, c))) for c in range(k + s)]
+    a, ev = vals[:k], vals[k:]
+    for name, i, j in acc_names:
+        if name == "w":
+            x, y = a[i], ev[j]
+        elif name == "u":
+            x, y = a[i], a[j]
+        else:
+            x, y = ev[i], ev[j]
+        prod = e.op("fmul", "double", x, y)
+        e.emit(f"%{name}.{i}.{j}.n = fadd double %{name}.{i}.{j}, {prod}")
+    e.emit("%r.next = add i64 %r, 1")
+    e.emit("br label %r.head")
+    e.label("r.exit")
+    w_base = e.index(f"{b}*{k * s}")
+    for i in range(k):
+        for t in range(s):
+            e.store(f"%w.{i}.{t}", W, e.index(w_base, i * s + t))
+    v_base = e.index(f"{g}*{s * s}")
+    for t in range(s):
+        for u in range(s):
+            lo, hi = min(t, u), max(t, u)
+            e.add_to(V, e.index(v_base, t * s + u), f"%v.{lo}.{hi}")
+    c_base = e.index(f"{b}*{k}")
+    c = [e.load("i64", bcols, e.index(c_base, i)) for i in range(k)]
+    rows = [e.op("mul", "i64", ci, width) for ci in c]
+    for i in range(k):
+        for j in range(k):
+            lo, hi = min(i, j), max(i, j)
+            e.add_to(U, e.index(rows[i], c[j]), f"%u.{lo}.{hi}")
+    e.end_loop("b")
+    return _function("parts", e)
+
+
+def _reduce_ir(k: int, s: int) -> str:
+    """args: n_runs, &run_start (n_runs+1, block index), &block_group, &block_cols,
+    &W, &Vinv (G x s x s), &gE (G x s), &S1, &S2 (width^2), &rhs (width), width."""
+    e = _Emitter()
+    n_runs, rstart, bgroup, bcols, W, Vinv = (e.arg(0, "i64"), e.arg(1, "ptr"), e.arg(2, "ptr"),
+                                             e.arg(3, "ptr"), e.arg(4, "ptr"), e.arg(5, "ptr"))
+    gE, S1, S2, rhs, width = (e.arg(6, "ptr"), e.arg(7, "ptr"), e.arg(8, "ptr"),
+                              e.arg(9, "ptr"), e.arg(10, "i64"))
+    q = e.loop("q", "0", n_runs, "entry")
+    b0 = e.load("i64", rstart, q)
+    b1 = e.load("i64", rstart, e.op("add", "i64", q, "1"))
+    g = e.load("i64", bgroup, b0)
+    vb = e.index(f"{g}*{s * s}")
+    vinv = [[e.load("double", Vinv, e.index(vb, t * s + u)) for u in range(s)] for t in range(s)]
+    gb = e.index(f"{g}*{s}")
+    gj = [e.load("double", gE, e.index(gb, t)) for t in range(s)]
+    ba = e.loop("ba", b0, b1, "q.body")
+    w, cr = _block_header(e, ba, k, s, W, bcols, width)
+    c, rows = cr[:k], cr[k:]
+    T = [[e.dot([(w[i][v], vinv[v][t]) for v in range(s)]) for t in range(s)] for i in range(k)]
+    for i in range(k):
+        e.add_to(rhs, c[i], e.dot([(T[i][t], gj[t]) for t in range(s)]))
+    for i in range(k):
+        for j in range(k):
+            e.add_to(S1, e.index(rows[i], c[j]), e.dot([(T[i][t], w[j][t]) for t in range(s)]))
+    first = e.op("add", "i64", ba, "1")
+    bb = e.loop("bb", first, b1, "ba.body")
+    w2, cr2 = _block_header(e, bb, k, s, W, bcols, width)
+    c2 = cr2[:k]
+    for i in range(k):
+        for j in range(k):
+            e.add_to(S2, e.index(rows[i], c2[j]), e.dot([(T[i][t], w2[j][t]) for t in range(s)]))
+    e.end_loop("bb")
+    e.end_loop("ba")
+    e.end_loop("q")
+    return _function("reduce", e)
+
+
+def _back_ir(k: int, s: int) -> str:
+    """args: n_runs, &run_start, &block_group, &block_cols, &W, &Vinv, &gE, &hR (width),
+    &hE (G x s)."""
+    e = _Emitter()
+    n_runs, rstart, bgroup, bcols, W, Vinv = (e.arg(0, "i64"), e.arg(1, "ptr"), e.arg(2, "ptr"),
+                                             e.arg(3, "ptr"), e.arg(4, "ptr"), e.arg(5, "ptr"))
+    gE, hR, hE = e.arg(6, "ptr"), e.arg(7, "ptr"), e.arg(8, "ptr")
+    q = e.loop("q", "0", n_runs, "entry")
+    b0 = e.load("i64", rstart, q)
+    b1 = e.load("i64", rstart, e.op("add", "i64", q, "1"))
+    g = e.load("i64", bgroup, b0)
+    gb = e.index(f"{g}*{s}")
+    gj = [e.load("double", gE, e.index(gb, t)) for t in range(s)]
+    # acc_t = g_j[t] + sum over the group's blocks of (W_b^T h_R[c(b)])_t
+    e.emit("br label %bb.head")
+    e.label("bb.head")
+    e.emit(f"%bb = phi i64 [{b0}, %q.body], [%bb.next, %bb.body]")
+    for t in range(s):
+        e.emit(f"%acc.{t} = phi double [{gj[t]}, %q.body], [%acc.{t}.n, %bb.body]")
+    done = e.fresh("done")
+    e.emit(f"{done} = icmp sge i64 %bb, {b1}")
+    e.emit(f"br i1 {done}, label %bb.exit, label %bb.body")
+    e.label("bb.body")
+    c_base = e.index(f"%bb*{k}")
+    h = [e.load("double", hR, e.load("i64", bcols, e.index(c_base, i))) for i in range(k)]
+    w_base = e.index(f"%bb*{k * s}")
+    for t in range(s):
+        terms = [(e.load("double", W, e.index(w_base, i * s + t)), h[i]) for i in range(k)]
+        e.emit(f"%acc.{t}.n = fadd double %acc.{t}, {e.dot(terms)}")
+    e.emit("%bb.next = add i64 %bb, 1")
+    e.emit("br label %bb.head")
+    e.label("bb.exit")
+    vb = e.index(f"{g}*{s * s}")
+    for t in range(s):
+        row = [(e.load("double", Vinv, e.index(vb, t * s + u)), f"%acc.{u}") for u in range(s)]
+        e.store(e.op("fsub", "double", "-0.0", e.dot(row)), hE, e.index(gb, t))
+    e.end_loop("q")
+    return _function("back", e)
+
+
+def _function(name: str, e: _Emitter) -> str:
+    return (f"define void @{name}(ptr %args) {{\nentry:\n" + "\n".join(e.lines)
+            + "\n  ret void\n}\n")
+
+
+class SchurKernels:
+    """The three compiled loops for one ``(k, s)`` (module docstring)."""
+
+    def __init__(self, k: int, s: int) -> None:
+        from scalar_autograd.backends.llvm import native_engine
+
+        self.k, self.s = k, s
+        source = ("; generated by scalar_autograd.lsq.schur_native\n"
+                  "declare void @llvm.prefetch.p0(ptr, i32, i32, i32)\n"
+                  "declare i64 @llvm.smin.i64(i64, i64)\n"
+                  + _parts_ir(k, s) + _reduce_ir(k, s) + _back_ir(k, s))
+        self._engine = native_engine(source, 2)
+        self._parts = _ENTRY(self._engine.address("parts"))
+        self._reduce = _ENTRY(self._engine.address("reduce"))
+        self._back = _ENTRY(self._engine.address("back"))
+
+    @staticmethod
+    def _call(fn: Any, words: list[Any]) -> None:
+        """Call ``fn`` with an argument block of ints and array addresses."""
+        block = np.array([w.ctypes.data if isinstance(w, np.ndarray) else int(w)
+                          for w in words], dtype=np.int64)
+        fn(ctypes.c_void_p(int(block.ctypes.data)))
+
+    def parts(self, nb: int, data: np.ndarray, pos: np.ndarray, block_start: np.ndarray,
+              block_group: np.ndarray, block_cols: np.ndarray, W: np.ndarray, V: np.ndarray,
+              U: np.ndarray) -> None:
+        """``W`` written, ``V`` and ``U`` (square, ghost column included) added to."""
+        _check(data, pos, block_start, block_group, block_cols, W, V, U)
+        self._call(self._parts, [nb, data, pos, block_start, block_group, block_cols, W, V,
+                                 U, U.shape[0]])
+
+    def reduce(self, run_start: np.ndarray, block_group: np.ndarray, block_cols: np.ndarray,
+               W: np.ndarray, Vinv: np.ndarray, gE: np.ndarray, S1: np.ndarray,
+               S2: np.ndarray, rhs: np.ndarray) -> None:
+        """``S1``, ``S2`` and ``rhs`` added to (module docstring)."""
+        _check(run_start, block_group, block_cols, W, Vinv, gE, S1, S2, rhs)
+        self._call(self._reduce, [run_start.size - 1, run_start, block_group, block_cols, W,
+                                  Vinv, gE, S1, S2, rhs, S1.shape[0]])
+
+    def back(self, run_start: np.ndarray, block_group: np.ndarray, block_cols: np.ndarray,
+             W: np.ndarray, Vinv: np.ndarray, gE: np.ndarray, hR: np.ndarray,
+             hE: np.ndarray) -> None:
+        """``hE`` written for every group with blocks."""
+        _check(run_start, block_group, block_cols, W, Vinv, gE, hR, hE)
+        self._call(self._back, [run_start.size - 1, run_start, block_group, block_cols, W,
+                                Vinv, gE, hR, hE])
+
+
+def _check(*arrays: np.ndarray) -> None:
+    for a in arrays:
+        if not a.flags.c_contiguous or a.dtype not in (np.float64, np.int64):
+            raise ValueError(f"native Schur kernels need C-contiguous float64/int64 arrays, "
+                             f"got {a.dtype} (contiguous: {a.flags.c_contiguous})")
+
+
+_kernels: dict[tuple[int, int], SchurKernels | None] = {}
+_lock = threading.Lock()
+
+
+def kernels_for(k: int, s: int) -> SchurKernels | None:
+    """The compiled kernels for ``(k, s)``, or None (no llvmlite, or too large to unroll)."""
+    if k * k > MAX_UNROLLED or k < 1 or s < 1:
+        return None
+    key = (k, s)
+    with _lock:
+        if key not in _kernels:
+            try:
+                _kernels[key] = SchurKernels(k, s)
+            except ImportError:
+                _kernels[key] = None
+        return _kernels[key]
