@@ -295,6 +295,35 @@ def test_schur_elimination_with_irregular_rows(monkeypatch, force_sparse_u: bool
         np.testing.assert_allclose(h, ref, rtol=1e-7, atol=1e-9 * np.max(np.abs(ref)))
 
 
+def test_row_runs_collapse_exactly_the_repeated_rows() -> None:
+    from scalar_autograd.lsq.schur import _RowRuns
+
+    rng = np.random.default_rng(4)
+    rows: list[list[int]] = []
+    for _ in range(60):
+        kind = rng.integers(0, 4)
+        if kind == 0 and rows:
+            rows.append(list(rows[-1]))                           # a repeat
+        elif kind == 1 and rows:                                  # same length, differs
+            rows.append(sorted(rng.choice(20, size=len(rows[-1]), replace=False).tolist()))
+        elif kind == 2:
+            rows.append([])                                       # empty rows never merge
+        else:
+            rows.append(sorted(rng.choice(20, size=int(rng.integers(1, 5)),
+                                          replace=False).tolist()))
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+    indices = np.array([c for r in rows for c in r], dtype=np.int32)
+    runs = _RowRuns.of(indptr, indices)
+    expanded = []
+    for i, (first, count) in enumerate(zip(runs.first, runs.count)):
+        kept = runs.indices[runs.indptr[i]:runs.indptr[i + 1]].tolist()
+        assert kept == rows[first]
+        expanded += [kept] * int(count)
+    assert expanded == rows
+    # maximal runs: no kept row repeats the previous row of the full pattern
+    assert all(not rows[f] or f == 0 or rows[f] != rows[f - 1] for f in runs.first)
+
+
 def test_schur_not_used_without_block_structure() -> None:
     import scipy.sparse as sp
 

@@ -86,11 +86,12 @@ class SchurComplement:
 
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, n: int,
                  group_of_col: np.ndarray, n_groups: int, size: int,
-                 use_native: bool = True) -> None:
+                 use_native: bool = True, rows: _RowRuns | None = None) -> None:
         self.n = n
         self._indptr = indptr
         self._indices = indices
-        m = indptr.size - 1
+        runs = rows if rows is not None else _RowRuns.of(indptr, indices)
+        m = runs.indptr.size - 1
         is_e = group_of_col >= 0
         self.eliminated = np.flatnonzero(is_e)
         self.reduced = np.flatnonzero(~is_e)
@@ -104,7 +105,7 @@ class SchurComplement:
         offset_in_group[self.group_cols.ravel()] = np.tile(np.arange(size), n_groups)
         r_pos = np.full(n, -1, dtype=np.int64)
         r_pos[self.reduced] = np.arange(self.reduced.size)
-        self._build_rows(indptr, indices, m, group_of_col, offset_in_group, r_pos)
+        self._build_rows(runs, m, group_of_col, offset_in_group, r_pos)
         self._build_blocks()
         from scalar_autograd.lsq.schur_native import kernels_for
 
@@ -113,13 +114,18 @@ class SchurComplement:
         self._cache_key: Any = None
         self._cache: tuple[Any, ...] = ()
 
-    def _build_rows(self, indptr: np.ndarray, indices: np.ndarray, m: int,
-                    group_of_col: np.ndarray, offset_in_group: np.ndarray,
-                    r_pos: np.ndarray) -> None:
-        """Positions into ``J.data`` of every E row's ``e_r`` and padded ``a_r``."""
-        nnz = int(indptr[-1])
+    def _build_rows(self, runs: _RowRuns, m: int, group_of_col: np.ndarray,
+                    offset_in_group: np.ndarray, r_pos: np.ndarray) -> None:
+        """Positions into ``J.data`` of every E row's ``e_r`` and padded ``a_r``, for
+        the first row of each run of identical rows (``runs``); the run's other rows
+        follow at ``stride`` entries each."""
+        indptr, indices = runs.indptr, runs.indices
+        nnz = int(self._indptr[-1])
         n_r, s = self.reduced.size, self.size
         row_of = np.repeat(np.arange(m), np.diff(indptr))
+        # an entry of the collapsed pattern -> its position in J.data (first row of run)
+        full = np.arange(indices.size) + np.repeat(self._indptr[runs.first] - indptr[:-1],
+                                                   np.diff(indptr))
         entry_e = group_of_col[indices] >= 0
         e_count = np.bincount(row_of[entry_e], minlength=m)
         e_rows = np.flatnonzero(e_count)
@@ -127,8 +133,9 @@ class SchurComplement:
         slot[e_rows] = np.arange(e_rows.size)
         sel_e = np.flatnonzero(entry_e)
         e_pos = np.empty((e_rows.size, s), dtype=np.int64)
-        e_pos.reshape(-1)[slot[row_of[sel_e]] * s + offset_in_group[indices[sel_e]]] = sel_e
-        row_group = group_of_col[indices[e_pos[:, 0]]]
+        e_pos.reshape(-1)[slot[row_of[sel_e]] * s + offset_in_group[indices[sel_e]]] = \
+            full[sel_e]
+        row_group = group_of_col[self._indices[e_pos[:, 0]]]
         # R entries of E rows, padded to k per row (position nnz reads an appended 0)
         sel_r = np.flatnonzero(~entry_e & (slot[row_of] >= 0))
         r_slot = slot[row_of[sel_r]]
@@ -138,18 +145,29 @@ class SchurComplement:
         flat = r_slot * k + (np.arange(sel_r.size) - first[r_slot])
         a_pos = np.full((e_rows.size, k), nnz, dtype=np.int64)
         a_col = np.full((e_rows.size, k), n_r, dtype=np.int64)
-        a_pos.reshape(-1)[flat] = sel_r
+        a_pos.reshape(-1)[flat] = full[sel_r]
         a_col.reshape(-1)[flat] = r_pos[indices[sel_r]]
         # sorted once by (group, R columns): F-blocks are runs of this order
         order = np.argsort((row_group << 32) | ((_tuple_hash(a_col) >> 32) & 0xFFFFFFFF))
         self.k = k
-        self._ae_pos = np.ascontiguousarray(
-            np.concatenate([a_pos, e_pos], axis=1)[order], dtype=np.int64)   # (rows, k + s)
+        ae = np.empty((e_rows.size, k + s), dtype=np.int64)          # (rows, k + s)
+        ae[:, :k] = a_pos[order]
+        ae[:, k:] = e_pos[order]
+        self._ae_pos = ae
         self._a_col, self._row_group = a_col[order], row_group[order]
+        sorted_rows = e_rows[order]
+        self._mult = np.ascontiguousarray(runs.count[sorted_rows], dtype=np.int64)
+        self._stride = np.ascontiguousarray(np.diff(indptr)[sorted_rows], dtype=np.int64)
         # J_R's pattern over the rows touching no eliminated column, for their part of U
         self._nnz = nnz
-        self._jr_other = None if e_rows.size == m else _sub_pattern(
-            np.flatnonzero(~entry_e & (slot[row_of] < 0)), row_of, indices, r_pos, m)
+        self._jr_other = None
+        if e_rows.size < m:
+            full_rows = self._indptr.size - 1
+            full_row_of = np.repeat(np.arange(full_rows), np.diff(self._indptr))
+            full_e = group_of_col[self._indices] >= 0
+            has_e = np.bincount(full_row_of[full_e], minlength=full_rows) > 0
+            self._jr_other = _sub_pattern(np.flatnonzero(~full_e & ~has_e[full_row_of]),
+                                          full_row_of, self._indices, r_pos, full_rows)
 
     def _build_blocks(self) -> None:
         """F-block and group boundaries in the sorted E rows, and where each block's
@@ -176,7 +194,18 @@ class SchurComplement:
         use: the native kernels need none of them)."""
         if self._numpy_ready:
             return
-        n_rows = self._row_group.size
+        # the runs of identical rows, expanded to single rows (all arrays below are
+        # per row; the padding position nnz stays put)
+        mult = self._mult
+        run_of = np.repeat(np.arange(mult.size), mult)
+        within_run = np.arange(run_of.size) - np.repeat(np.cumsum(mult) - mult, mult)
+        ae_pos = self._ae_pos[run_of]
+        ae_pos = np.where(ae_pos == self._nnz, self._nnz,
+                          ae_pos + (within_run * self._stride[run_of])[:, None])
+        a_col, row_group = self._a_col[run_of], self._row_group[run_of]
+        first_row = np.cumsum(mult) - mult
+        block_start = first_row[self._block_start]
+        n_rows = row_group.size
         # Z is stored transposed, Z^T: (G s) x (n_R + 1), one row per eliminated column,
         # so that writing the blocks (sorted by group) streams through memory
         s, width = self.size, self.reduced.size + 1
@@ -196,26 +225,26 @@ class SchurComplement:
         self._z_buffer: np.ndarray | None = None
         # a block's rows in pairs (an odd one out paired with a zero row): the products
         # [a; e] e^T of a pair are one small matmul, summed per block by an indicator
-        count = np.diff(np.append(self._block_start, n_rows))
+        count = np.diff(np.append(block_start, n_rows))
         pairs = (count + 1) // 2
         pair_first = np.cumsum(pairs) - pairs                 # each block's first pair
-        within = np.arange(n_rows) - np.repeat(self._block_start, count)
+        within = np.arange(n_rows) - np.repeat(block_start, count)
         pair_rows = np.full((int(pairs.sum()), 2), n_rows, dtype=np.int64)
         pair_rows[np.repeat(pair_first, count) + within // 2, within % 2] = np.arange(n_rows)
-        zero_row = np.full((1, self._ae_pos.shape[1]), self._nnz)     # reads the 0
-        self._pair_pos = np.concatenate([self._ae_pos, zero_row])[pair_rows]
+        zero_row = np.full((1, ae_pos.shape[1]), self._nnz)     # reads the 0
+        self._pair_pos = np.concatenate([ae_pos, zero_row])[pair_rows]
         self._pair_to_block = _indicator(pair_first, pair_rows.shape[0])
         self._block_to_group = _indicator(self._group_block_start, self._block_start.size)
         # U's E-row part: rows with the same R columns summed by one BLAS product each
         # (one tuple per camera in bundle adjustment), then scattered
-        self._u_order = np.argsort(_tuple_hash(self._a_col), kind="stable")
-        tuples = self._a_col[self._u_order]
+        self._u_order = np.argsort(_tuple_hash(a_col), kind="stable")
+        tuples = a_col[self._u_order]
         change = np.ones(n_rows, dtype=bool)
         if n_rows:
             change[1:] = np.any(tuples[1:] != tuples[:-1], axis=1)
         self._u_start = np.flatnonzero(change)
         self._u_cols = tuples[self._u_start]
-        self._u_pos = self._ae_pos[self._u_order, : self.k]
+        self._u_pos = ae_pos[self._u_order, : self.k]
         self._numpy_ready = True
 
     @classmethod
@@ -226,6 +255,11 @@ class SchurComplement:
         nnz = int(indptr[-1])
         if n < 2 or nnz == 0:
             return None
+        # rows repeating the previous row's columns (a residual block's several
+        # outputs) change nothing below: the pattern is collapsed to one row per run
+        runs = _RowRuns.of(indptr, indices)
+        full_indptr, full_indices = indptr, indices
+        indptr, indices, m = runs.indptr, runs.indices, runs.indptr.size - 1
         row_of = np.repeat(np.arange(m, dtype=np.int64), np.diff(indptr))
         block_of, block_size = _parameter_blocks(indptr, indices, n, row_of)
         if block_of is None:
@@ -244,8 +278,8 @@ class SchurComplement:
             return None
         group_id = np.full(block_size.size, -1, dtype=np.int64)
         group_id[chosen] = np.arange(int(np.count_nonzero(chosen)))
-        return cls(indptr, indices, n, group_id[block_of], int(np.count_nonzero(chosen)),
-                   size)
+        return cls(full_indptr, full_indices, n, group_id[block_of],
+                   int(np.count_nonzero(chosen)), size, rows=runs)
 
     def matches(self, J: Any) -> bool:
         """Whether ``J`` (CSR) has the pattern this elimination was built for."""
@@ -285,8 +319,9 @@ class SchurComplement:
         W = np.empty((self._block_start.size, k, s))
         V = np.zeros((self.n_groups, s, s))
         U = np.zeros((n_r + 1, n_r + 1))
-        self._kernels.parts(self._block_start.size, data, self._ae_pos, self._block_bounds,
-                            self._block_group_c, self._block_cols_c, W, V, U)
+        self._kernels.parts(self._block_start.size, data, self._ae_pos, self._mult,
+                            self._stride, self._block_bounds, self._block_group_c,
+                            self._block_cols_c, W, V, U)
         U = U[:n_r, :n_r]
         if self._jr_other is not None:
             U = U + _gram(data, self._jr_other, n_r)
@@ -420,6 +455,39 @@ class SchurComplement:
         if not np.all(np.isfinite(h)):
             return None
         return h
+
+
+class _RowRuns:
+    """A CSR pattern with each run of consecutive rows that name the same columns
+    (in the same order) kept once: ``indptr``/``indices`` of the kept rows, ``first``
+    (the run's first row in the full pattern) and ``count`` (its rows)."""
+
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, first: np.ndarray,
+                 count: np.ndarray) -> None:
+        self.indptr, self.indices, self.first, self.count = indptr, indices, first, count
+
+    @classmethod
+    def of(cls, indptr: np.ndarray, indices: np.ndarray) -> _RowRuns:
+        m = indptr.size - 1
+        length = np.diff(indptr)
+        # entry p of row r (r > 0, same length as row r - 1) against the entry one row up
+        same_length = np.zeros(m, dtype=bool)
+        same_length[1:] = (length[1:] == length[:-1]) & (length[1:] > 0)
+        start = int(indptr[1]) if m > 1 else int(indptr[-1])
+        row_of = np.repeat(np.arange(m), length)[start:]
+        p = np.arange(start, indices.size)
+        up = p - length[row_of]
+        differs = ~same_length[row_of] | (indices[p] != indices[np.maximum(up, 0)])
+        repeat = same_length & (np.bincount(row_of[differs], minlength=m) == 0)
+        keep = ~repeat
+        if keep.all():
+            return cls(indptr, indices, np.arange(m), np.ones(m, dtype=np.int64))
+        first = np.flatnonzero(keep)
+        count = np.diff(np.append(first, m))
+        kept_length = length[first]
+        entry_kept = np.repeat(keep, length)
+        return cls(np.concatenate([[0], np.cumsum(kept_length)]), indices[entry_kept], first,
+                   count)
 
 
 def _solve_reduced(S: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:

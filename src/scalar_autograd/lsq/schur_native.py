@@ -32,7 +32,8 @@ Example:
     >>> kernels = kernels_for(1, 1)
     >>> data = np.array([2.0, 3.0, 0.0])      # one row: a = 2 (column 0), e = 3
     >>> W, V, U = np.zeros((1, 1, 1)), np.zeros((1, 1, 1)), np.zeros((2, 2))
-    >>> kernels.parts(1, data, np.array([[0, 1]]), np.array([0, 1]), np.array([0]),
+    >>> one = np.array([1])
+    >>> kernels.parts(1, data, np.array([[0, 1]]), one, one, np.array([0, 1]), np.array([0]),
     ...               np.array([[0]]), W, V, U)
     >>> W.ravel().tolist(), V.ravel().tolist(), float(U[0, 0])
     ([6.0], [9.0], 4.0)
@@ -166,15 +167,21 @@ def _block_header(e: _Emitter, b: str, k: int, s: int, W: str, cols: str,
 
 
 def _parts_ir(k: int, s: int) -> str:
-    """args: nb, &data, &pos (rows x (k+s)), &block_start (nb+1), &block_group,
-    &block_cols (nb x k), &W (nb x k x s), &V (G x s x s), &U (width^2), width."""
+    """args: nb, &data, &pos (runs x (k+s)), &mult, &stride (per run), &block_start
+    (nb+1, runs), &block_group, &block_cols (nb x k), &W (nb x k x s), &V (G x s x s),
+    &U (width^2), width, nnz.
+
+    A run is ``mult`` rows naming the same columns, ``stride`` entries apart in
+    ``data``; ``pos`` holds its first row's positions (``nnz``: padding, reads 0)."""
     e = _Emitter()
-    nb, data, pos, bstart, bgroup, bcols = (e.arg(0, "i64"), e.arg(1, "ptr"), e.arg(2, "ptr"),
-                                           e.arg(3, "ptr"), e.arg(4, "ptr"), e.arg(5, "ptr"))
-    W, V, U, width = e.arg(6, "ptr"), e.arg(7, "ptr"), e.arg(8, "ptr"), e.arg(9, "i64")
+    nb, data, pos, mult, stride = (e.arg(0, "i64"), e.arg(1, "ptr"), e.arg(2, "ptr"),
+                                   e.arg(3, "ptr"), e.arg(4, "ptr"))
+    bstart, bgroup, bcols = e.arg(5, "ptr"), e.arg(6, "ptr"), e.arg(7, "ptr")
+    W, V, U, width, nnz = (e.arg(8, "ptr"), e.arg(9, "ptr"), e.arg(10, "ptr"),
+                           e.arg(11, "i64"), e.arg(12, "i64"))
     b = e.loop("b", "0", nb, "entry")
-    r0 = e.load("i64", bstart, b)
-    r1 = e.load("i64", bstart, e.op("add", "i64", b, "1"))
+    u0 = e.load("i64", bstart, b)
+    u1 = e.load("i64", bstart, e.op("add", "i64", b, "1"))
     g = e.load("i64", bgroup, b)
     # the blocks' rows are scattered over J.data (sorted by group, not by row): fetch
     # the first and last entry of a block PREFETCH_DISTANCE blocks ahead
@@ -182,27 +189,38 @@ def _parts_ir(k: int, s: int) -> str:
     clamped = e.fresh("c")
     last = e.op("sub", "i64", nb, "1")
     e.emit(f"{clamped} = call i64 @llvm.smin.i64(i64 {ahead}, i64 {last})")
-    p0 = e.load("i64", bstart, clamped)
-    p1 = e.op("sub", "i64", e.load("i64", bstart, e.op("add", "i64", clamped, "1")), "1")
-    for row, col in ((p0, 0), (p1, k + s - 1)):
-        at = e.load("i64", pos, e.index(f"{row}*{k + s}", col))
+    pu = e.load("i64", bstart, clamped)
+    first_at = e.load("i64", pos, e.index(f"{pu}*{k + s}"))
+    span = e.op("mul", "i64", e.op("sub", "i64", e.load("i64", mult, pu), "1"),
+                e.load("i64", stride, pu))
+    last_at = e.op("add", "i64", e.load("i64", pos, e.index(f"{pu}*{k + s}", k + s - 1)), span)
+    for at in (first_at, last_at):
         e.emit(f"call void @llvm.prefetch.p0(ptr {e.gep('double', data, at)}, "
                "i32 0, i32 3, i32 1)")
     # accumulators over the block's rows: W (k x s), upper U (k x k), upper V (s x s)
     acc_names = ([("w", i, t) for i in range(k) for t in range(s)]
                  + [("u", i, j) for i in range(k) for j in range(i, k)]
                  + [("v", t, u) for t in range(s) for u in range(t, s)])
+    # one loop over the block's rows: run u, row t of the run
     e.emit("br label %r.head")
     e.label("r.head")
-    e.emit("%r = phi i64 [" + r0 + ", %b.body], [%r.next, %r.body]")
+    e.emit(f"%u = phi i64 [{u0}, %b.body], [%u.n, %r.body]")
+    e.emit("%t = phi i64 [0, %b.body], [%t.n, %r.body]")
     for name, i, j in acc_names:
         e.emit(f"%{name}.{i}.{j} = phi double [0.0, %b.body], [%{name}.{i}.{j}.n, %r.body]")
     done = e.fresh("done")
-    e.emit(f"{done} = icmp sge i64 %r, {r1}")
+    e.emit(f"{done} = icmp sge i64 %u, {u1}")
     e.emit(f"br i1 {done}, label %r.exit, label %r.body")
     e.label("r.body")
-    row = e.index(f"%r*{k + s}")
-    vals = [e.load("double", data, e.load("i64", pos, e.index(row, c))) for c in range(k + s)]
+    row = e.index(f"%u*{k + s}")
+    offset = e.op("mul", "i64", "%t", e.load("i64", stride, "%u"))
+    vals = []
+    for c in range(k + s):
+        at = e.load("i64", pos, e.index(row, c))
+        pad, moved, where = e.fresh("pad"), e.op("add", "i64", at, offset), e.fresh("at")
+        e.emit(f"{pad} = icmp eq i64 {at}, {nnz}")
+        e.emit(f"{where} = select i1 {pad}, i64 {nnz}, i64 {moved}")
+        vals.append(e.load("double", data, where))
     a, ev = vals[:k], vals[k:]
     for name, i, j in acc_names:
         if name == "w":
@@ -213,7 +231,11 @@ def _parts_ir(k: int, s: int) -> str:
             x, y = ev[i], ev[j]
         prod = e.op("fmul", "double", x, y)
         e.emit(f"%{name}.{i}.{j}.n = fadd double %{name}.{i}.{j}, {prod}")
-    e.emit("%r.next = add i64 %r, 1")
+    t1 = e.op("add", "i64", "%t", "1")
+    wrap = e.fresh("wrap")
+    e.emit(f"{wrap} = icmp sge i64 {t1}, {e.load('i64', mult, '%u')}")
+    e.emit(f"%u.n = select i1 {wrap}, i64 {e.op('add', 'i64', '%u', '1')}, i64 %u")
+    e.emit(f"%t.n = select i1 {wrap}, i64 0, i64 {t1}")
     e.emit("br label %r.head")
     e.label("r.exit")
     w_base = e.index(f"{b}*{k * s}")
@@ -226,12 +248,12 @@ def _parts_ir(k: int, s: int) -> str:
             lo, hi = min(t, u), max(t, u)
             e.add_to(V, e.index(v_base, t * s + u), f"%v.{lo}.{hi}")
     c_base = e.index(f"{b}*{k}")
-    c = [e.load("i64", bcols, e.index(c_base, i)) for i in range(k)]
-    rows = [e.op("mul", "i64", ci, width) for ci in c]
+    col = [e.load("i64", bcols, e.index(c_base, i)) for i in range(k)]
+    rows = [e.op("mul", "i64", ci, width) for ci in col]
     for i in range(k):
         for j in range(k):
             lo, hi = min(i, j), max(i, j)
-            e.add_to(U, e.index(rows[i], c[j]), f"%u.{lo}.{hi}")
+            e.add_to(U, e.index(rows[i], col[j]), f"%u.{lo}.{hi}")
     e.end_loop("b")
     return _function("parts", e)
 
@@ -342,13 +364,14 @@ class SchurKernels:
                           for w in words], dtype=np.int64)
         fn(ctypes.c_void_p(int(block.ctypes.data)))
 
-    def parts(self, nb: int, data: np.ndarray, pos: np.ndarray, block_start: np.ndarray,
-              block_group: np.ndarray, block_cols: np.ndarray, W: np.ndarray, V: np.ndarray,
-              U: np.ndarray) -> None:
-        """``W`` written, ``V`` and ``U`` (square, ghost column included) added to."""
-        _check(data, pos, block_start, block_group, block_cols, W, V, U)
-        self._call(self._parts, [nb, data, pos, block_start, block_group, block_cols, W, V,
-                                 U, U.shape[0]])
+    def parts(self, nb: int, data: np.ndarray, pos: np.ndarray, mult: np.ndarray,
+              stride: np.ndarray, block_start: np.ndarray, block_group: np.ndarray,
+              block_cols: np.ndarray, W: np.ndarray, V: np.ndarray, U: np.ndarray) -> None:
+        """``W`` written, ``V`` and ``U`` (square, ghost column included) added to.
+        ``data`` ends with the padding's zero (at ``nnz = data.size - 1``)."""
+        _check(data, pos, mult, stride, block_start, block_group, block_cols, W, V, U)
+        self._call(self._parts, [nb, data, pos, mult, stride, block_start, block_group,
+                                 block_cols, W, V, U, U.shape[0], data.size - 1])
 
     def reduce(self, run_start: np.ndarray, block_group: np.ndarray, block_cols: np.ndarray,
                W: np.ndarray, Vinv: np.ndarray, gE: np.ndarray, S1: np.ndarray,
