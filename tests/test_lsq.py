@@ -313,7 +313,15 @@ def test_row_runs_collapse_exactly_the_repeated_rows() -> None:
                                           replace=False).tolist()))
     indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
     indices = np.array([c for r in rows for c in r], dtype=np.int32)
-    runs = _RowRuns.of(indptr, indices)
+    _check_runs(rows, _RowRuns.of(indptr, indices))
+    # rows all of one length (the reshaped fast path)
+    rows = [sorted(rng.choice(9, size=3, replace=False).tolist()) for _ in range(40)]
+    rows = [r for r in rows for _ in range(int(rng.integers(1, 4)))]
+    indptr = np.arange(0, 3 * len(rows) + 1, 3)
+    _check_runs(rows, _RowRuns.of(indptr, np.array([c for r in rows for c in r])))
+
+
+def _check_runs(rows: list[list[int]], runs) -> None:
     expanded = []
     for i, (first, count) in enumerate(zip(runs.first, runs.count)):
         kept = runs.indices[runs.indptr[i]:runs.indptr[i + 1]].tolist()
