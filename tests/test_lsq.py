@@ -295,6 +295,16 @@ def test_schur_elimination_with_irregular_rows(monkeypatch, force_sparse_u: bool
         np.testing.assert_allclose(h, ref, rtol=1e-7, atol=1e-9 * np.max(np.abs(ref)))
 
 
+def test_dense_z_limit_binds_only_the_numpy_path(monkeypatch, schur_path: str) -> None:
+    from scalar_autograd.lsq import schur as schur_module
+
+    monkeypatch.setattr(schur_module, "MAX_DENSE_Z", 0)
+    bundle = make_bundle(3, 20, 80, seed=1)
+    _, J = bundle.problem().assembler(sparse=True).residuals_and_jacobian(bundle.x0)
+    schur = schur_module.SchurComplement.detect(J.indptr, J.indices, J.shape[1])
+    assert (schur is not None) == (schur_path == "native")
+
+
 def test_row_runs_collapse_exactly_the_repeated_rows() -> None:
     from scalar_autograd.lsq.schur import _RowRuns
 

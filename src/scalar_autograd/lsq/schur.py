@@ -64,8 +64,8 @@ MAX_U_TUPLES = 1000
 """``U`` is summed by one BLAS product per distinct R-column tuple of the E rows (a
 camera in bundle adjustment) up to this many tuples, by a sparse product beyond."""
 MAX_DENSE_Z = 30_000_000
-"""``Z = W L`` is formed dense, ``n_R x |E|`` (240 MB at this many entries); larger
-problems take the generic sparse path."""
+"""The numpy path forms ``Z = W L`` dense, ``n_R x |E|`` (240 MB at this many entries);
+larger problems without native kernels take the generic sparse path."""
 
 
 class SchurComplement:
@@ -279,13 +279,15 @@ class SchurComplement:
         candidate = block_size == size
         chosen = _independent_blocks(candidate, block_of, block_size, indices, row_of, m)
         n_eliminated = int(np.count_nonzero(chosen)) * size
-        if (n_eliminated * 2 < n or n - n_eliminated > MAX_REDUCED or n_eliminated == n
-                or (n - n_eliminated) * n_eliminated > MAX_DENSE_Z):
+        if n_eliminated * 2 < n or n - n_eliminated > MAX_REDUCED or n_eliminated == n:
             return None
         group_id = np.full(block_size.size, -1, dtype=np.int64)
         group_id[chosen] = np.arange(int(np.count_nonzero(chosen)))
-        return cls(full_indptr, full_indices, n, group_id[block_of],
-                   int(np.count_nonzero(chosen)), size, rows=runs)
+        schur = cls(full_indptr, full_indices, n, group_id[block_of],
+                    int(np.count_nonzero(chosen)), size, rows=runs)
+        if schur._kernels is None and (n - n_eliminated) * n_eliminated > MAX_DENSE_Z:
+            return None           # the numpy path's dense Z would not fit
+        return schur
 
     def matches(self, J: Any) -> bool:
         """Whether ``J`` (CSR) has the pattern this elimination was built for."""
