@@ -291,11 +291,9 @@ class SchurComplement:
 
     def matches(self, J: Any) -> bool:
         """Whether ``J`` (CSR) has the pattern this elimination was built for."""
-        if J.indptr is self._indptr and J.indices is self._indices:
-            return True
-        return (J.shape == (self._indptr.size - 1, self.n)
-                and np.array_equal(J.indptr, self._indptr)
-                and np.array_equal(J.indices, self._indices))
+        if J.shape != (self._indptr.size - 1, self.n):
+            return False
+        return _same_array(J.indptr, self._indptr) and _same_array(J.indices, self._indices)
 
     def _parts(self, J: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``U`` (dense n_R x n_R), ``V`` (G, s, s) and the F-blocks ``W`` (nb, k, s) of
@@ -502,6 +500,15 @@ class _RowRuns:
         entry_kept = np.repeat(keep, length)
         return cls(np.concatenate([[0], np.cumsum(kept_length)]), indices[entry_kept], first,
                    count)
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal contents; O(1) when ``a`` is ``b`` or a view of the same memory (scipy wraps
+    the assembler's index arrays in views), else compared element by element."""
+    if a.dtype == b.dtype and a.shape == b.shape and a.strides == b.strides and (
+            a.__array_interface__["data"][0] == b.__array_interface__["data"][0]):
+        return True
+    return bool(np.array_equal(a, b))
 
 
 def _solve_reduced(S: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:
