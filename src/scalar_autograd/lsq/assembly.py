@@ -7,6 +7,14 @@ and the data ``data[i]`` and yields ``m_b`` residuals, written to the global row
 residual vector and the Jacobian, dense or ``scipy.sparse`` CSR, whose sparsity
 pattern (with repeated (row, column) entries summed) is computed once.
 
+The usual dense layout needs no scatter at all: when a block's residuals are numbered
+consecutively in row order (as :class:`~scalar_autograd.lsq.problem.LeastSquaresProblem`
+numbers them) and all its rows name the same distinct columns (a model fitted to N data
+points), its kernel output is a slab of J: ``J[start:stop, columns] = J_kernel`` with
+``J_kernel`` the ``(N * m_b, k)`` reshape of the kernel's ``(N, m_b, k)`` output. A
+single such block covering all of r with the columns ``0 .. n-1`` in order (the circle
+fit of ``benchmarks/bench_lsq.py``) *is* J, returned as it stands.
+
 Example:
     >>> import numpy as np
     >>> import scalar_autograd as sa
@@ -23,7 +31,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,19 +47,75 @@ class KernelBlock:
         rows: ``(N, m_b)`` int array: the global residual index of each output.
         param_index: ``(N, k)`` int array into the flat parameter vector.
         data: ``(N, d)`` float array of the per-row inputs.
+        shared_columns: ``(k,)`` the one column list every row of ``param_index``
+            names, or None when the rows differ (set on construction).
     """
 
     function: Any
     rows: np.ndarray
     param_index: np.ndarray
     data: np.ndarray
+    shared_columns: np.ndarray | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        index = self.param_index
+        # every row equal to the one before it (one flat compare, no broadcasting)
+        if index.shape[0] and np.array_equal(index[1:], index[:-1]):
+            self.shared_columns = index[0].copy()
+
+    def parameters(self, x: np.ndarray) -> np.ndarray:
+        """``x[param_index]``, the ``(N, k)`` parameter rows the kernel reads."""
+        if self.shared_columns is None:
+            return x[self.param_index]
+        # one row repeated: about twice as fast as the gather
+        return np.repeat(x[self.shared_columns][None, :], self.param_index.shape[0], axis=0)
 
     def values(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.function.batch_values(x[self.param_index], self.data))
+        return np.asarray(self.function.batch_values(self.parameters(x), self.data))
 
     def values_and_jacobian(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        V, J = self.function.batch_jacobian(x[self.param_index], self.data)
+        V, J = self.function.batch_jacobian(self.parameters(x), self.data)
         return np.asarray(V), np.asarray(J)
+
+
+def _first_row(rows: np.ndarray) -> int | None:
+    """``s`` when ``rows`` numbers its residuals ``s, s+1, ...`` in row-major order,
+    else None."""
+    if rows.size == 0:
+        return None
+    start = int(rows.flat[0])
+    if np.array_equal(rows.ravel(), np.arange(start, start + rows.size)):
+        return start
+    return None
+
+
+@dataclass(frozen=True)
+class _Slab:
+    """Where a block's kernel output lands in a dense J: ``J[start:stop, columns]``."""
+
+    start: int
+    stop: int
+    columns: np.ndarray
+
+
+def _dense_slabs(blocks: list[KernelBlock], first_rows: list[int | None],
+                 m: int) -> list[_Slab] | None:
+    """One :class:`_Slab` per block when every block has consecutive rows and shared,
+    distinct columns and no two blocks share a row (no entry is then summed); else
+    None."""
+    slabs = []
+    for b, start in zip(blocks, first_rows):
+        columns = b.shared_columns
+        if start is None or columns is None or np.unique(columns).size != columns.size:
+            return None
+        slabs.append(_Slab(start, start + b.rows.size, columns))
+    by_start = sorted(slabs, key=lambda slab: slab.start)
+    for before, after in zip(by_start, by_start[1:]):
+        if after.start < before.stop:
+            return None
+    if by_start and (by_start[0].start < 0 or by_start[-1].stop > m):
+        return None
+    return slabs
 
 
 class Assembler:
@@ -62,6 +126,23 @@ class Assembler:
         self.m = m
         self.n = n
         self.sparse = sparse
+        # blocks whose residuals are consecutive rows: r[start:stop] = V, no scatter
+        self._first_rows = [_first_row(b.rows) for b in blocks]
+        self._positions: np.ndarray | None = None
+        self._positions_identity = False
+        self.columns_used = np.zeros(n, dtype=bool)
+        self.rows_with_params = np.zeros(m, dtype=bool)
+        self._slabs = None if sparse else _dense_slabs(blocks, self._first_rows, m)
+        self._identity = False
+        if self._slabs is not None:
+            for slab in self._slabs:
+                self.columns_used[slab.columns] = True
+                self.rows_with_params[slab.start:slab.stop] = True
+            # one block that is all of J, columns in order: the kernel output is J
+            self._identity = len(self._slabs) == 1 and self._slabs[0].start == 0 \
+                and self._slabs[0].stop == m and np.array_equal(self._slabs[0].columns,
+                                                                np.arange(n))
+            return
         # raw entries, block after block: global row and column of every J entry
         raw_rows, raw_cols = [], []
         for b in blocks:
@@ -75,8 +156,6 @@ class Assembler:
         def raw_keys() -> np.ndarray:      # row-major flat index of every raw entry
             return rows.astype(np.int64) * n + cols.astype(np.int64)
 
-        self._positions: np.ndarray | None = None
-        self._positions_identity = False
         if sparse:
             if not self._direct_csr_pattern():
                 unique, self._inverse = np.unique(raw_keys(), return_inverse=True)
@@ -89,9 +168,7 @@ class Assembler:
             # no (row, column) repeated: a plain scatter instead of a summing bincount
             ordered = np.sort(keys)
             self._unique_keys = not bool(np.any(ordered[1:] == ordered[:-1]))
-        self.columns_used = np.zeros(n, dtype=bool)
         self.columns_used[cols] = True
-        self.rows_with_params = np.zeros(m, dtype=bool)
         self.rows_with_params[rows] = True
 
     def _direct_csr_pattern(self) -> bool:
@@ -146,18 +223,29 @@ class Assembler:
 
         return SchurComplement.detect(self._indptr, self._indices, self.n)
 
+    def _place(self, r: np.ndarray, b: KernelBlock, start: int | None,
+               V: np.ndarray) -> None:
+        if start is None:
+            r[b.rows.ravel()] = V.ravel()
+        else:
+            r[start:start + V.size] = V.ravel()
+
     def residuals(self, x: np.ndarray) -> np.ndarray:
+        if self._identity:
+            return np.asarray(self.blocks[0].values(x), dtype=float).ravel()
         r = np.empty(self.m)
-        for b in self.blocks:
-            r[b.rows.ravel()] = b.values(x).ravel()
+        for b, start in zip(self.blocks, self._first_rows):
+            self._place(r, b, start, b.values(x))
         return r
 
     def residuals_and_jacobian(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        if self._slabs is not None:
+            return self._slab_residuals_and_jacobian(x, self._slabs)
         r = np.empty(self.m)
         parts = []
-        for b in self.blocks:
+        for b, start in zip(self.blocks, self._first_rows):
             V, J = b.values_and_jacobian(x)
-            r[b.rows.ravel()] = V.ravel()
+            self._place(r, b, start, V)
             parts.append(J.ravel())
         values = np.concatenate(parts) if parts else np.zeros(0)
         if self.sparse:
@@ -179,3 +267,18 @@ class Assembler:
         else:
             flat = np.bincount(self._keys, weights=values, minlength=self.m * self.n)
         return r, flat.reshape(self.m, self.n)
+
+    def _slab_residuals_and_jacobian(self, x: np.ndarray, slabs: list[_Slab]
+                                     ) -> tuple[np.ndarray, np.ndarray]:
+        """r and dense J when every block is a slab (see the module docstring)."""
+        if self._identity:
+            V, J = self.blocks[0].values_and_jacobian(x)
+            return (np.asarray(V, dtype=float).ravel(),
+                    np.asarray(J, dtype=float).reshape(self.m, self.n))
+        r = np.empty(self.m)
+        jac = np.zeros((self.m, self.n))
+        for b, slab in zip(self.blocks, slabs):
+            V, J = b.values_and_jacobian(x)
+            r[slab.start:slab.stop] = V.ravel()
+            jac[slab.start:slab.stop, slab.columns] = J.reshape(-1, slab.columns.size)
+        return r, jac
