@@ -301,10 +301,10 @@ class SchurComplement:
         steps reuse them."""
         if self._cache_key is not None and self._cache_key is J.data:
             return self._cache
-        data = np.append(J.data, 0.0)             # index nnz: the padding's zero
         if self._kernels is not None:
-            self._cache_key, self._cache = J.data, self._native_parts(data)
+            self._cache_key, self._cache = J.data, self._native_parts(J.data)
             return self._cache
+        data = np.append(J.data, 0.0)             # index nnz: the padding's zero
         self._build_numpy_layout()
         X = data[self._pair_pos]                  # (pairs, 2, k + s): rows [a_r, e_r]
         k, s = self.k, self.size
@@ -325,6 +325,7 @@ class SchurComplement:
         W = np.empty((self._block_start.size, k, s))
         V = np.zeros((self.n_groups, s, s))
         U = np.zeros((n_r + 1, n_r + 1))
+        data = np.ascontiguousarray(data, dtype=np.float64)    # padding: position nnz
         self._kernels.parts(self._block_start.size, data, self._ae_pos, self._mult,
                             self._stride, self._block_bounds, self._block_group_c,
                             self._block_cols_c, W, V, U)

@@ -30,7 +30,7 @@ path.
 Example:
     >>> import numpy as np
     >>> kernels = kernels_for(1, 1)
-    >>> data = np.array([2.0, 3.0, 0.0])      # one row: a = 2 (column 0), e = 3
+    >>> data = np.array([2.0, 3.0])           # one row: a = 2 (column 0), e = 3
     >>> W, V, U = np.zeros((1, 1, 1)), np.zeros((1, 1, 1)), np.zeros((2, 2))
     >>> one = np.array([1])
     >>> kernels.parts(1, data, np.array([[0, 1]]), one, one, np.array([0, 1]), np.array([0]),
@@ -55,6 +55,8 @@ PREFETCH_DISTANCE = 8
 """Blocks ahead whose Jacobian rows ``parts`` asks the cache for."""
 
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_ZERO = np.zeros(1)
+"""What a padded position reads."""
 
 
 class _Emitter:
@@ -169,16 +171,17 @@ def _block_header(e: _Emitter, b: str, k: int, s: int, W: str, cols: str,
 def _parts_ir(k: int, s: int) -> str:
     """args: nb, &data, &pos (runs x (k+s)), &mult, &stride (per run), &block_start
     (nb+1, runs), &block_group, &block_cols (nb x k), &W (nb x k x s), &V (G x s x s),
-    &U (width^2), width, nnz.
+    &U (width^2), width, nnz, &zero.
 
     A run is ``mult`` rows naming the same columns, ``stride`` entries apart in
-    ``data``; ``pos`` holds its first row's positions (``nnz``: padding, reads 0)."""
+    ``data``; ``pos`` holds its first row's positions (``nnz``: padding, reads ``zero``)."""
     e = _Emitter()
     nb, data, pos, mult, stride = (e.arg(0, "i64"), e.arg(1, "ptr"), e.arg(2, "ptr"),
                                    e.arg(3, "ptr"), e.arg(4, "ptr"))
     bstart, bgroup, bcols = e.arg(5, "ptr"), e.arg(6, "ptr"), e.arg(7, "ptr")
     W, V, U, width, nnz = (e.arg(8, "ptr"), e.arg(9, "ptr"), e.arg(10, "ptr"),
                            e.arg(11, "i64"), e.arg(12, "i64"))
+    zero = e.arg(13, "ptr")
     b = e.loop("b", "0", nb, "entry")
     u0 = e.load("i64", bstart, b)
     u1 = e.load("i64", bstart, e.op("add", "i64", b, "1"))
@@ -219,8 +222,10 @@ def _parts_ir(k: int, s: int) -> str:
         at = e.load("i64", pos, e.index(row, c))
         pad, moved, where = e.fresh("pad"), e.op("add", "i64", at, offset), e.fresh("at")
         e.emit(f"{pad} = icmp eq i64 {at}, {nnz}")
-        e.emit(f"{where} = select i1 {pad}, i64 {nnz}, i64 {moved}")
-        vals.append(e.load("double", data, where))
+        e.emit(f"{where} = select i1 {pad}, ptr {zero}, ptr {e.gep('double', data, moved)}")
+        value = e.fresh("x")
+        e.emit(f"{value} = load double, ptr {where}")
+        vals.append(value)
     a, ev = vals[:k], vals[k:]
     for name, i, j in acc_names:
         if name == "w":
@@ -368,10 +373,10 @@ class SchurKernels:
               stride: np.ndarray, block_start: np.ndarray, block_group: np.ndarray,
               block_cols: np.ndarray, W: np.ndarray, V: np.ndarray, U: np.ndarray) -> None:
         """``W`` written, ``V`` and ``U`` (square, ghost column included) added to.
-        ``data`` ends with the padding's zero (at ``nnz = data.size - 1``)."""
+        Positions ``data.size`` in ``pos`` are padding and read zero."""
         _check(data, pos, mult, stride, block_start, block_group, block_cols, W, V, U)
         self._call(self._parts, [nb, data, pos, mult, stride, block_start, block_group,
-                                 block_cols, W, V, U, U.shape[0], data.size - 1])
+                                 block_cols, W, V, U, U.shape[0], data.size, _ZERO])
 
     def reduce(self, run_start: np.ndarray, block_group: np.ndarray, block_cols: np.ndarray,
                W: np.ndarray, Vinv: np.ndarray, gE: np.ndarray, S1: np.ndarray,
