@@ -1,4 +1,4 @@
-"""Dense assembly fast paths (lsq/assembly.py) and the narrow-J products of the LM model.
+"""Assembly fast paths (lsq/assembly.py, dense and CSR) and the narrow-J products of the LM model.
 
 Every layout is checked against a reference that scatters row by row in plain Python:
 the identity layout (the kernel output is J), slabs (consecutive rows, one shared column
@@ -194,3 +194,38 @@ def test_model_finite_accepts_entries_whose_squares_overflow() -> None:
     model = _Model(np.ones(2), J, SolverOptions())
     assert not np.isfinite(model.diag).all()
     assert model.finite()
+
+
+@pytest.mark.parametrize("layout", ["one block in order", "two blocks in order",
+                                    "blocks listed out of order", "unsorted columns",
+                                    "shuffled rows", "repeated column", "blocks share rows"])
+def test_sparse_layouts_match_the_row_by_row_reference(layout: str) -> None:
+    N = 6
+    rows = np.arange(2 * N).reshape(N, 2)
+    index = np.tile([0, 2, 3], (N, 1))
+    rng = np.random.default_rng(8)
+    if layout == "one block in order":
+        blocks = [block(rows, index)]
+    elif layout == "two blocks in order":
+        blocks = [block(rows[:2], index[:2], seed=1), block(rows[2:], index[2:] + 1, seed=2)]
+    elif layout == "blocks listed out of order":
+        blocks = [block(rows[2:], index[2:] + 1, seed=2), block(rows[:2], index[:2], seed=1)]
+    elif layout == "unsorted columns":
+        blocks = [block(rows, np.tile([3, 0, 1], (N, 1)))]
+    elif layout == "shuffled rows":
+        blocks = [block(rng.permutation(2 * N).reshape(N, 2), index)]
+    elif layout == "repeated column":
+        blocks = [block(rows, np.tile([1, 1, 2], (N, 1)))]
+    else:
+        blocks = [block(rows, index, seed=4), block(rows[:2], index[:2] + 1, seed=5)]
+    asm = Assembler(blocks, m=2 * N, n=5, sparse=True)
+    assert asm._positions_identity == (layout in ("one block in order",
+                                                  "two blocks in order"))
+    r_ref, J_ref = reference(blocks, asm.m, asm.n, X)
+    r, J = asm.residuals_and_jacobian(X)
+    np.testing.assert_array_equal(r, r_ref)
+    np.testing.assert_array_equal(J.toarray(), J_ref)
+    assert J.indptr.dtype == J.indices.dtype
+    used = np.zeros(5, dtype=bool)
+    used[np.concatenate([b.param_index.ravel() for b in blocks])] = True
+    np.testing.assert_array_equal(asm.columns_used, used)

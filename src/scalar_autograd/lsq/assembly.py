@@ -143,6 +143,11 @@ class Assembler:
                 and self._slabs[0].stop == m and np.array_equal(self._slabs[0].columns,
                                                                 np.arange(n))
             return
+        if sparse and self._direct_csr_pattern():
+            for b in blocks:
+                self.columns_used[b.param_index.ravel()] = True
+                self.rows_with_params[b.rows.ravel()] = True
+            return
         # raw entries, block after block: global row and column of every J entry
         raw_rows, raw_cols = [], []
         for b in blocks:
@@ -156,13 +161,12 @@ class Assembler:
         def raw_keys() -> np.ndarray:      # row-major flat index of every raw entry
             return rows.astype(np.int64) * n + cols.astype(np.int64)
 
-        if sparse:
-            if not self._direct_csr_pattern():
-                unique, self._inverse = np.unique(raw_keys(), return_inverse=True)
-                self._indices = (unique % n).astype(np.int32 if n < 2**31 else np.int64)
-                counts = np.bincount(unique // n, minlength=m)
-                self._indptr = np.concatenate([[0], np.cumsum(counts)])
-                self._nnz = unique.size
+        if sparse:                          # rows repeated or a column twice in a row
+            unique, self._inverse = np.unique(raw_keys(), return_inverse=True)
+            self._indices = (unique % n).astype(np.int32 if n < 2**31 else np.int64)
+            counts = np.bincount(unique // n, minlength=m)
+            self._indptr = np.concatenate([[0], np.cumsum(counts)])
+            self._nnz = unique.size
         else:
             self._keys = keys = raw_keys()
             # no (row, column) repeated: a plain scatter instead of a summing bincount
@@ -179,19 +183,29 @@ class Assembler:
         row_length = np.zeros(m, dtype=np.int64)
         seen = np.zeros(m, dtype=np.int64)
         for b in self.blocks:
-            np.add.at(seen, b.rows.ravel(), 1)
+            seen += np.bincount(b.rows.ravel(), minlength=m)
             row_length[b.rows.ravel()] = b.param_index.shape[1]
         if np.any(seen != 1):
             return False
         indptr = np.concatenate([[0], np.cumsum(row_length)])
-        indices = np.empty(int(indptr[-1]), dtype=np.int32 if n < 2**31 else np.int64)
+        # one index dtype for both arrays, so scipy wraps them without converting
+        index_type = np.int32 if max(n, int(indptr[-1])) < 2**31 else np.int64
+        indptr = indptr.astype(index_type)
+        indices = np.empty(int(indptr[-1]), dtype=index_type)
         positions = []
-        for b in self.blocks:
+        filled = 0          # blocks so far all in CSR order: their entries fill [0, filled)
+        for b, start in zip(self.blocks, self._first_rows):
             N, mb = b.rows.shape
             k = b.param_index.shape[1]
-            cols = np.broadcast_to(b.param_index[:, None, :], (N, mb, k)).reshape(N * mb, k)
+            cols = np.broadcast_to(b.param_index[:, None, :], (N, mb, k))
             pi = b.param_index
             if k < 2 or bool(np.all(pi[:, 1:] > pi[:, :-1])):
+                if start is not None and filled >= 0 and int(indptr[start]) == filled:
+                    # consecutive rows, sorted columns: the output is a slice of data
+                    indices[filled:filled + cols.size] = cols.reshape(-1)
+                    positions.append((filled, filled + cols.size))
+                    filled += cols.size
+                    continue
                 rank = np.arange(k)[None, :]         # each row's columns already sorted
             else:
                 order = np.argsort(pi, axis=1, kind="stable")
@@ -201,14 +215,17 @@ class Assembler:
                 rank = np.empty_like(order)
                 np.put_along_axis(rank, order, np.arange(k)[None, :], axis=1)
                 rank = np.repeat(rank, mb, axis=0)
+            filled = -1
             pos = indptr[b.rows.ravel()][:, None] + rank
-            indices[pos.ravel()] = cols.ravel()
+            indices[pos.ravel()] = cols.reshape(N * mb, k).ravel()
             positions.append(pos.ravel())
-        self._positions = np.concatenate(positions) if positions else np.zeros(0, np.int64)
         # rows in order with their columns already sorted (one block, as bundle
         # adjustment's): the kernels' output is CSR's data array as it stands
-        self._positions_identity = bool(np.array_equal(self._positions,
-                                                       np.arange(self._positions.size)))
+        self._positions_identity = filled == int(indptr[-1])
+        if not self._positions_identity:
+            self._positions = np.concatenate(
+                [np.arange(*p) if isinstance(p, tuple) else p for p in positions]
+                or [np.zeros(0, np.int64)])
         self._indices = indices
         self._indptr = indptr
         self._nnz = int(indptr[-1])
@@ -247,7 +264,8 @@ class Assembler:
             V, J = b.values_and_jacobian(x)
             self._place(r, b, start, V)
             parts.append(J.ravel())
-        values = np.concatenate(parts) if parts else np.zeros(0)
+        values = parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts
+                                                     else np.zeros(0))
         if self.sparse:
             import scipy.sparse as sp
 
