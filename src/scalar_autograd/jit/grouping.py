@@ -100,25 +100,49 @@ def group_residuals(residuals: Sequence[Value], params: Sequence[Value],
     if len(residuals) == 0:
         raise ValueError("residuals must hold at least one Value; got an empty sequence")
     index_of = {id(p): i for i, p in enumerate(params)}
-    buckets: dict[Any, tuple[Program, list[int], list[list[int]], list[list[float]]]] = {}
+    buckets: dict[Any, tuple[Value, list[Value], list[int], list[list[int]],
+                             list[list[float]]]] = {}
     for row, r in enumerate(residuals):
         if not isinstance(r, Value):
             raise TypeError(f"residuals[{row}] must be a Value; got {type(r).__name__}")
         key, used, used_index, constants = _signature(r, index_of)
         bucket = buckets.get(key)
         if bucket is None:
-            program, lifted = trace([r], used, lift_constants=True)
-            assert lifted == constants, "trace lifts leaves in walk order"
-            bucket = buckets[key] = (program, [], [], [])
-        bucket[1].append(row)
-        bucket[2].append(used_index)
-        bucket[3].append(constants)
+            bucket = buckets[key] = (r, used, [], [], [])
+        bucket[2].append(row)
+        bucket[3].append(used_index)
+        bucket[4].append(constants)
     groups = []
-    for program, rows, slots, data in buckets.values():
+    for first, first_params, rows, slots, row_constants in buckets.values():
+        data = np.array(row_constants, dtype=np.float64).reshape(len(rows), -1)
+        program, keep = _trace_group(first, first_params, data, index_of)
         groups.append(ResidualGroup(
             function=compile_program(program, backend),
             rows=np.array(rows, dtype=np.int64),
             param_index=np.array(slots, dtype=np.int64).reshape(len(rows), program.n_params),
-            data=np.array(data, dtype=np.float64).reshape(len(rows), program.n_inputs),
+            data=np.ascontiguousarray(data[:, ~keep]),
         ))
     return groups
+
+
+def _trace_group(first: Value, used: list[Value], data: np.ndarray, index_of: dict[int, int]
+                 ) -> tuple[Program, np.ndarray]:
+    """The group's program, traced from its first residual with every non-param leaf
+    lifted to a per-row input, except the exponents of ``pow`` that are the same in
+    every row (bit for bit): those stay constants, so the code generator sees
+    ``x ** 2.0`` (LLVM turns it into ``x * x``) instead of a libm ``pow`` call with a
+    run-time exponent. Returns the program and the mask of the columns of ``data``
+    kept as constants."""
+    leaves = [node for node in topological_order(first)
+              if node.op is None and id(node) not in index_of]
+    exponents = {id(node.args[1]) for node in topological_order(first)
+                 if node.op is not None and node.op.name == "pow"}
+    bits = data.view(np.int64)
+    uniform = np.all(bits == bits[:1], axis=0) if data.shape[0] else np.ones(0, dtype=bool)
+    keep = np.array([bool(uniform[j]) and id(node) in exponents
+                     for j, node in enumerate(leaves)], dtype=bool).reshape(-1)
+    program, lifted = trace([first], used, lift_constants=True,
+                            keep_constants={id(leaves[j]) for j in np.flatnonzero(keep)})
+    assert np.array_equal(np.array(lifted, dtype=np.float64).view(np.int64),
+                          data[0, ~keep].view(np.int64)), "trace lifts leaves in walk order"
+    return program, keep

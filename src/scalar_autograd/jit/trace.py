@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from scalar_autograd.graph import topological_order
 from scalar_autograd.jit.ir import Builder, Program
@@ -27,6 +27,7 @@ def trace(
     inputs: Sequence[Value] = (),
     *,
     lift_constants: bool = False,
+    keep_constants: Collection[int] = (),
 ) -> tuple[Program, list[float]]:
     """Build the program computing ``outputs`` from ``params`` and ``inputs``.
 
@@ -36,6 +37,8 @@ def trace(
         inputs: non-differentiable runtime leaves, the following slots.
         lift_constants: make every other leaf an extra input (after ``inputs``) instead
             of a constant.
+        keep_constants: ``id()`` of leaves that stay constants even when
+            ``lift_constants`` is set.
 
     Returns:
         The program and the values of the lifted constants (empty unless
@@ -50,7 +53,7 @@ def trace(
     lifted: list[float] = []
     if lift_constants:
         for node in order:
-            if node.op is None and id(node) not in slot_of:
+            if node.op is None and id(node) not in slot_of and id(node) not in keep_constants:
                 slot_of[id(node)] = len(params) + len(inputs) + len(lifted)
                 lifted.append(node.data)
     builder = Builder(len(params), len(inputs) + len(lifted))
