@@ -165,3 +165,37 @@ def test_native_batch_calls_release_the_gil(code, monkeypatch):
             break
     KERNELS.clear()
     assert mixed, "the input write never landed during the native call: GIL held?"
+
+
+def test_gc_paused_nests_restores_and_survives_threads_and_errors() -> None:
+    import gc
+
+    from scalar_autograd.graph import gc_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with gc_paused():
+            with gc_paused():
+                assert not gc.isenabled()
+            assert not gc.isenabled()            # the outer block still holds it
+            raise RuntimeError("boom")
+    assert gc.isenabled()                        # restored despite the error
+
+    def worker() -> None:
+        for _ in range(200):
+            with gc_paused():
+                pass
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert gc.isenabled()
+    gc.disable()                                 # a caller that had it off keeps it off
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

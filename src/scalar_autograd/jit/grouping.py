@@ -66,24 +66,40 @@ def _signature(r: Value, index_of: dict[int, int]
     lifted to an input the builder has no constant to fold, so its hash-consing and
     simplifications depend on structure alone.
     """
-    position: dict[int, int] = {}
+    # the walk of graph.topological_order (same order: trace lifts leaves in it),
+    # fused with building the key; -1 marks a node whose arguments are being walked
+    position: dict[int, int] = {id(r): -1}
     key: list[Any] = []
     used: list[Value] = []
     used_index: list[int] = []
     constants: list[float] = []
-    for node in topological_order(r):
-        position[id(node)] = len(key)
-        if node.op is not None:
-            key.append((node.op.name, tuple([position[id(a)] for a in node.args])))
-            continue
-        global_index = index_of.get(id(node))
-        if global_index is None:
-            key.append(None)  # a lifted leaf
-            constants.append(node.data)
+    stack: list[tuple[Value, int]] = [(r, 0)]
+    while stack:
+        node, i = stack[-1]
+        args = node.args
+        while i < len(args):
+            child = args[i]
+            i += 1
+            if id(child) not in position:
+                position[id(child)] = -1
+                stack[-1] = (node, i)
+                stack.append((child, 0))
+                break
         else:
-            key.append(len(used))  # a param slot
-            used.append(node)
-            used_index.append(global_index)
+            stack.pop()
+            position[id(node)] = len(key)
+            op = node.op
+            if op is not None:
+                key.append((op.name, tuple([position[id(a)] for a in args])))
+                continue
+            global_index = index_of.get(id(node))
+            if global_index is None:
+                key.append(None)  # a lifted leaf
+                constants.append(node.data)
+            else:
+                key.append(len(used))  # a param slot
+                used.append(node)
+                used_index.append(global_index)
     return tuple(key), used, used_index, constants
 
 

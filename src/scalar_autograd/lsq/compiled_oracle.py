@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from scalar_autograd.graph import gc_paused
 from scalar_autograd.lsq.assembly import Assembler, KernelBlock
 from scalar_autograd.lsq.params import check_residuals
 from scalar_autograd.lsq.problem import choose_sparse
@@ -54,26 +55,29 @@ class CompiledOracle:
                  Sequence[Value]], linear_solver: str) -> None:
         from scalar_autograd.jit import compile as jit_compile
 
-        residuals = check_residuals(residual_fn(params))
-        self.m = len(residuals)
-        self.n = len(params)
-        self.constant_rows = [i for i, r in enumerate(residuals) if not r.requires_grad]
-        group = _group_residuals()
-        blocks: list[KernelBlock] = []
-        if group is not None:
-            for g in group(residuals, params):
-                rows = np.asarray(g.rows, dtype=np.int64).reshape(-1, 1)
-                index = np.asarray(g.param_index, dtype=np.int64).reshape(rows.shape[0], -1)
-                data = np.asarray(g.data, dtype=float).reshape(rows.shape[0], -1)
-                blocks.append(KernelBlock(g.function, rows, index, data))
-            self.grouped = True
-        else:
-            f = jit_compile(residuals, params)
-            blocks.append(KernelBlock(
-                f, np.arange(self.m, dtype=np.int64)[None, :],
-                np.arange(self.n, dtype=np.int64)[None, :], np.zeros((1, 0)),
-            ))
-            self.grouped = False
+        with gc_paused():          # many small graphs: see graph.gc_paused
+            residuals = check_residuals(residual_fn(params))
+            self.m = len(residuals)
+            self.n = len(params)
+            self.constant_rows = [i for i, r in enumerate(residuals) if not r.requires_grad]
+            group = _group_residuals()
+            blocks: list[KernelBlock] = []
+            if group is not None:
+                for g in group(residuals, params):
+                    rows = np.asarray(g.rows, dtype=np.int64).reshape(-1, 1)
+                    index = np.asarray(g.param_index, dtype=np.int64).reshape(rows.shape[0],
+                                                                               -1)
+                    data = np.asarray(g.data, dtype=float).reshape(rows.shape[0], -1)
+                    blocks.append(KernelBlock(g.function, rows, index, data))
+                self.grouped = True
+            else:
+                f = jit_compile(residuals, params)
+                blocks.append(KernelBlock(
+                    f, np.arange(self.m, dtype=np.int64)[None, :],
+                    np.arange(self.n, dtype=np.int64)[None, :], np.zeros((1, 0)),
+                ))
+                self.grouped = False
+            del residuals
         self.n_groups = len(blocks)
         if linear_solver == "dense":
             sparse = False

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from scalar_autograd.graph import gc_paused
 from scalar_autograd.lsq.params import check_residuals
 from scalar_autograd.modes import no_grad
 from scalar_autograd.value import Value
@@ -59,12 +60,16 @@ class GraphOracle:
 
     def residuals(self, x: np.ndarray) -> np.ndarray:
         """The residual vector at ``x`` (no graph is recorded)."""
-        with no_grad():
+        with no_grad(), gc_paused():
             res = self._evaluate(x)
-        return np.array([r.data for r in res], dtype=float)
+            return np.array([r.data for r in res], dtype=float)
 
     def residuals_and_jacobian(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The residuals and the dense Jacobian at ``x``, one ``backward()`` per row."""
+        with gc_paused():               # many small graphs: see graph.gc_paused
+            return self._residuals_and_jacobian(x)
+
+    def _residuals_and_jacobian(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         res = self._evaluate(x)
         params = self.params
         J = np.zeros((len(res), len(params)))
