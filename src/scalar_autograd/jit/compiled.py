@@ -24,6 +24,7 @@ import numpy as np
 
 from scalar_autograd.backends import get_backend
 from scalar_autograd.backends.base import Kernel
+from scalar_autograd.graph import gc_paused
 from scalar_autograd.jit import autodiff
 from scalar_autograd.jit.cache import KERNELS
 from scalar_autograd.jit.ir import Program
@@ -418,8 +419,9 @@ def compile(  # noqa: A001 - the public name the API asks for
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str; got {type(backend).__name__}")
     get_backend(backend)  # fail fast on a bad name before tracing
-    program, _ = trace(out_list, param_list, input_list)
-    return CompiledFunction(_entry_for(program, backend), param_list, input_list)
+    with gc_paused():             # a walk over possibly millions of Values
+        program, _ = trace(out_list, param_list, input_list)
+        return CompiledFunction(_entry_for(program, backend), param_list, input_list)
 
 
 def compile_program(program: Program, backend: str = "auto") -> CompiledFunction:
