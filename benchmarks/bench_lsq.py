@@ -5,7 +5,8 @@ dense/sparse crossover behind ``linear_solver="auto"``.
 Run from the repository root::
 
     .venv/bin/python benchmarks/bench_lsq.py                 # everything
-    .venv/bin/python benchmarks/bench_lsq.py --only circle   # or bundle, crossover
+    .venv/bin/python benchmarks/bench_lsq.py --only circle   # or bundle, crossover,
+                                                             # bundle-large (minutes)
     .venv/bin/python benchmarks/bench_lsq.py --quick         # smaller sizes, 1 repeat
 
 Prints medians over ``--repeats`` runs and the ratios the issue asks for.
@@ -146,6 +147,22 @@ def bench_bundle(n_cameras: int, n_points: int, n_obs: int, repeats: int,
           f"final cost relative difference {rel:.2e} (ours lower: {res.cost <= ref.cost})")
 
 
+def bench_bundle_large(n_cameras: int, n_points: int, n_obs: int) -> None:
+    """A bundle adjustment too large for a dense ``Z`` (n_R |E| = 1e8): the native Schur
+    complement against our own generic sparse Cholesky path (scipy's finite-difference
+    trf is left out: minutes at this size). One run each, first run incl. compile."""
+    from lsq_bundle import make_bundle
+
+    b = make_bundle(n_cameras, n_points, n_obs, seed=0)
+    print(f"\n== large bundle adjustment: {n_cameras} cameras, {n_points} points, {n_obs} "
+          f"observations; n = {b.x0.size}, m = {2 * n_obs} ==")
+    t_schur, res = median_time(lambda: b.problem().solve(), 1)
+    t_generic, ref = median_time(lambda: b.problem().solve(linear_solver="sparse_cholesky"), 1)
+    print(f"Schur complement (auto): {t_schur:.2f} s, {res.iterations} it, cost "
+          f"{res.cost:.10g}; generic sparse Cholesky: {t_generic:.2f} s, {ref.iterations} it, "
+          f"cost {ref.cost:.10g}; ratio {t_generic / t_schur:.0f}x")
+
+
 # ---------------------------------------------------------------- crossover
 def bench_crossover(repeats: int) -> None:
     from lsq_bundle import make_bundle
@@ -177,7 +194,8 @@ def bench_crossover(repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["circle", "bundle", "crossover"])
+    parser.add_argument("--only", choices=["circle", "bundle", "crossover", "bundle-large"],
+                        help="one section; bundle-large (minutes) runs only when named")
     parser.add_argument("--quick", action="store_true", help="smaller problems, 1 repeat")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -194,6 +212,8 @@ def main() -> None:
             bench_bundle(50, 10_000, 100_000, repeats, scipy_repeats=3)
     if args.only in (None, "crossover"):
         bench_crossover(repeats)
+    if args.only == "bundle-large":
+        bench_bundle_large(100, 50_000, 300_000)
 
 
 if __name__ == "__main__":
