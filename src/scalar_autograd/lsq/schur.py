@@ -424,13 +424,14 @@ class SchurComplement:
         if WthR.shape[0]:
             sums[self._block_group[self._group_block_start]] = np.add.reduceat(
                 WthR, self._group_block_start, axis=0)
-        hE = -np.einsum("gij,gj->gi", Vinv, gE + sums)
+        return self._step(hR, -np.einsum("gij,gj->gi", Vinv, gE + sums))
+
+    def _step(self, hR: np.ndarray, hE: np.ndarray) -> np.ndarray | None:
+        """The full step from its reduced and eliminated parts; None if not finite."""
         h = np.empty(self.n)
-        h[R] = hR
-        h[E.ravel()] = hE.ravel()
-        if not np.all(np.isfinite(h)):
-            return None
-        return h
+        h[self.reduced] = hR
+        h[self.group_cols.ravel()] = hE.ravel()
+        return h if bool(np.all(np.isfinite(h))) else None
 
 
     def _native_solve(self, S: np.ndarray, W: np.ndarray, Vinv: np.ndarray, g: np.ndarray
@@ -456,12 +457,7 @@ class SchurComplement:
             hE[:] = -np.einsum("gij,gj->gi", Vinv, gE)
         self._kernels.back(self._run_bounds, self._block_group_c, self._block_cols_c, W, Vinv,
                            gE, np.append(hR, 0.0), hE)
-        h = np.empty(self.n)
-        h[R] = hR
-        h[E.ravel()] = hE.ravel()
-        if not np.all(np.isfinite(h)):
-            return None
-        return h
+        return self._step(hR, hE)
 
 
 class _RowRuns:

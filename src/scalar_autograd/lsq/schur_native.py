@@ -121,6 +121,21 @@ class _Emitter:
         self.emit(f"{new} = fadd double {old}, {value}")
         self.emit(f"store double {new}, ptr {p}")
 
+    def loop_header(self, name: str, preheader: str, phis: list[tuple[str, str, str, str]],
+                    counter: str, stop: str) -> None:
+        """Open a loop whose body is the single block ``name.body`` (looping back to
+        ``name.head``): ``phis`` are ``(type, value, initial, next)``; it runs while
+        ``counter < stop``. The body ends with ``br label %name.head``."""
+        self.emit(f"br label %{name}.head")
+        self.label(f"{name}.head")
+        for kind, value, initial, following in phis:
+            self.emit(f"{value} = phi {kind} [{initial}, %{preheader}], "
+                      f"[{following}, %{name}.body]")
+        done = self.fresh("done")
+        self.emit(f"{done} = icmp sge i64 {counter}, {stop}")
+        self.emit(f"br i1 {done}, label %{name}.exit, label %{name}.body")
+        self.label(f"{name}.body")
+
     def loop(self, name: str, start: str, stop: str, preheader: str) -> str:
         """Open ``for i in range(start, stop)``; returns ``i``. Close with :meth:`end_loop`."""
         i = f"%{name}"
@@ -205,16 +220,9 @@ def _parts_ir(k: int, s: int) -> str:
                  + [("u", i, j) for i in range(k) for j in range(i, k)]
                  + [("v", t, u) for t in range(s) for u in range(t, s)])
     # one loop over the block's rows: run u, row t of the run
-    e.emit("br label %r.head")
-    e.label("r.head")
-    e.emit(f"%u = phi i64 [{u0}, %b.body], [%u.n, %r.body]")
-    e.emit("%t = phi i64 [0, %b.body], [%t.n, %r.body]")
-    for name, i, j in acc_names:
-        e.emit(f"%{name}.{i}.{j} = phi double [0.0, %b.body], [%{name}.{i}.{j}.n, %r.body]")
-    done = e.fresh("done")
-    e.emit(f"{done} = icmp sge i64 %u, {u1}")
-    e.emit(f"br i1 {done}, label %r.exit, label %r.body")
-    e.label("r.body")
+    e.loop_header("r", "b.body", [("i64", "%u", u0, "%u.n"), ("i64", "%t", "0", "%t.n")]
+                  + [("double", f"%{n}.{i}.{j}", "0.0", f"%{n}.{i}.{j}.n")
+                     for n, i, j in acc_names], "%u", u1)
     row = e.index(f"%u*{k + s}")
     offset = e.op("mul", "i64", "%t", e.load("i64", stride, "%u"))
     vals = []
@@ -315,15 +323,9 @@ def _back_ir(k: int, s: int) -> str:
     gb = e.index(f"{g}*{s}")
     gj = [e.load("double", gE, e.index(gb, t)) for t in range(s)]
     # acc_t = g_j[t] + sum over the group's blocks of (W_b^T h_R[c(b)])_t
-    e.emit("br label %bb.head")
-    e.label("bb.head")
-    e.emit(f"%bb = phi i64 [{b0}, %q.body], [%bb.next, %bb.body]")
-    for t in range(s):
-        e.emit(f"%acc.{t} = phi double [{gj[t]}, %q.body], [%acc.{t}.n, %bb.body]")
-    done = e.fresh("done")
-    e.emit(f"{done} = icmp sge i64 %bb, {b1}")
-    e.emit(f"br i1 {done}, label %bb.exit, label %bb.body")
-    e.label("bb.body")
+    e.loop_header("bb", "q.body", [("i64", "%bb", b0, "%bb.next")]
+                  + [("double", f"%acc.{t}", gj[t], f"%acc.{t}.n") for t in range(s)],
+                  "%bb", b1)
     c_base = e.index(f"%bb*{k}")
     h = [e.load("double", hR, e.load("i64", bcols, e.index(c_base, i))) for i in range(k)]
     w_base = e.index(f"%bb*{k * s}")
