@@ -305,6 +305,14 @@ def test_dense_z_limit_binds_only_the_numpy_path(monkeypatch, schur_path: str) -
     assert (schur is not None) == (schur_path == "native")
 
 
+def test_native_schur_kernels_only_for_blocks_small_enough_to_unroll() -> None:
+    from scalar_autograd.lsq.schur_native import MAX_UNROLLED, kernels_for
+
+    k = int(MAX_UNROLLED ** 0.5)
+    assert kernels_for(k + 1, 3) is None and kernels_for(0, 3) is None
+    assert kernels_for(2, 3) is not None
+
+
 def test_row_runs_collapse_exactly_the_repeated_rows() -> None:
     from scalar_autograd.lsq.schur import _RowRuns
 

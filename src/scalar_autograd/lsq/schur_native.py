@@ -47,9 +47,10 @@ from typing import Any
 
 import numpy as np
 
-MAX_UNROLLED = 1024
+MAX_UNROLLED = 576
 """Largest ``k * k`` (reduced columns per row, squared) unrolled into straight-line
-code; larger blocks take the numpy path."""
+code (k = 24: compiled in about 1 s here; k = 32 took 3 s); larger blocks take the numpy
+path."""
 
 PREFETCH_DISTANCE = 8
 """Blocks ahead whose Jacobian rows ``parts`` asks the cache for."""
