@@ -228,16 +228,11 @@ def schur_path(request, monkeypatch) -> str:
     return str(request.param)
 
 
-def test_schur_elimination_matches_the_generic_sparse_step(schur_path: str) -> None:
+def _check_schur_against_sparse_lu(schur, J, r: np.ndarray) -> None:
+    """The elimination's diagonal and damped steps against scipy's sparse LU of the
+    whole damped normal matrix (the generic path), at three dampings."""
     from scalar_autograd.lsq.linalg import solve_sparse
-    from scalar_autograd.lsq.schur import SchurComplement
 
-    bundle = make_bundle(5, 120, 600, seed=3)
-    r, J = bundle.problem().assembler(sparse=True).residuals_and_jacobian(bundle.x0)
-    schur = SchurComplement.detect(J.indptr, J.indices, J.shape[1])
-    assert schur is not None
-    assert schur.size == 3 and schur.eliminated.size == 3 * 120
-    assert (schur._kernels is not None) == (schur_path == "native")
     g = np.asarray(J.T @ r)
     D = np.asarray(J.multiply(J).sum(axis=0)).ravel()
     np.testing.assert_allclose(schur.diagonal(J), D, rtol=1e-13)
@@ -246,6 +241,18 @@ def test_schur_elimination_matches_the_generic_sparse_step(schur_path: str) -> N
         h = schur.solve(J, g, D, mu)
         ref = solve_sparse(A, g, D, mu, J, r, "sparse_cholesky")
         np.testing.assert_allclose(h, ref, rtol=1e-7, atol=1e-9 * np.max(np.abs(ref)))
+
+
+def test_schur_elimination_matches_the_generic_sparse_step(schur_path: str) -> None:
+    from scalar_autograd.lsq.schur import SchurComplement
+
+    bundle = make_bundle(5, 120, 600, seed=3)
+    r, J = bundle.problem().assembler(sparse=True).residuals_and_jacobian(bundle.x0)
+    schur = SchurComplement.detect(J.indptr, J.indices, J.shape[1])
+    assert schur is not None
+    assert schur.size == 3 and schur.eliminated.size == 3 * 120
+    assert (schur._kernels is not None) == (schur_path == "native")
+    _check_schur_against_sparse_lu(schur, J, r)
 
 
 def _irregular_block_jacobian(seed: int):
@@ -277,7 +284,6 @@ def _irregular_block_jacobian(seed: int):
 def test_schur_elimination_with_irregular_rows(monkeypatch, force_sparse_u: bool,
                                                schur_path: str) -> None:
     from scalar_autograd.lsq import schur as schur_module
-    from scalar_autograd.lsq.linalg import solve_sparse
 
     if force_sparse_u:
         monkeypatch.setattr(schur_module, "MAX_U_TUPLES", 0)
@@ -285,14 +291,7 @@ def test_schur_elimination_with_irregular_rows(monkeypatch, force_sparse_u: bool
     r = np.random.default_rng(2).normal(size=J.shape[0])
     schur = schur_module.SchurComplement.detect(J.indptr, J.indices, J.shape[1])
     assert schur is not None and schur.size == 3
-    g = np.asarray(J.T @ r)
-    D = np.asarray(J.multiply(J).sum(axis=0)).ravel()
-    np.testing.assert_allclose(schur.diagonal(J), D, rtol=1e-13)
-    A = (J.T @ J).tocsr()
-    for mu in (1e-6, 1e-2, 10.0):
-        h = schur.solve(J, g, D, mu)
-        ref = solve_sparse(A, g, D, mu, J, r, "sparse_cholesky")
-        np.testing.assert_allclose(h, ref, rtol=1e-7, atol=1e-9 * np.max(np.abs(ref)))
+    _check_schur_against_sparse_lu(schur, J, r)
 
 
 def test_dense_z_limit_binds_only_the_numpy_path(monkeypatch, schur_path: str) -> None:
