@@ -390,10 +390,13 @@ class SchurComplement:
 
         With ``V_j <- V_j + mu D_j``, ``V_j^-1 = L_j L_j^T``, ``Z = W L``:
 
-            S   = U + mu D_R - Z Z^T                        (BLAS syrk, dense)
+            S   = U + mu D_R - Z Z^T      (native: only the linked pairs; numpy: syrk)
             rhs = -g_R + sum_b W_b V_j^-1 g_j              (scattered at c(b))
             h_R = S^-1 rhs                                  (dense Cholesky)
             h_j = -V_j^-1 (g_j + sum_{b in j} W_b^T h_R[c(b)])
+
+        The Cholesky factors ``L_j`` are always formed: they also check that every
+        damped ``V_j`` is positive definite (else None).
         """
         U, V, W = self._parts(J)
         s, E, R = self.size, self.group_cols, self.reduced
