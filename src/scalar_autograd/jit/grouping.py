@@ -66,40 +66,24 @@ def _signature(r: Value, index_of: dict[int, int]
     lifted to an input the builder has no constant to fold, so its hash-consing and
     simplifications depend on structure alone.
     """
-    # the walk of graph.topological_order (same order: trace lifts leaves in it),
-    # fused with building the key; -1 marks a node whose arguments are being walked
-    position: dict[int, int] = {id(r): -1}
+    position: dict[int, int] = {}
     key: list[Any] = []
     used: list[Value] = []
     used_index: list[int] = []
     constants: list[float] = []
-    stack: list[tuple[Value, int]] = [(r, 0)]
-    while stack:
-        node, i = stack[-1]
-        args = node.args
-        while i < len(args):
-            child = args[i]
-            i += 1
-            if id(child) not in position:
-                position[id(child)] = -1
-                stack[-1] = (node, i)
-                stack.append((child, 0))
-                break
+    for node in topological_order(r):
+        position[id(node)] = len(key)
+        if node.op is not None:
+            key.append((node.op.name, tuple([position[id(a)] for a in node.args])))
+            continue
+        global_index = index_of.get(id(node))
+        if global_index is None:
+            key.append(None)  # a lifted leaf
+            constants.append(node.data)
         else:
-            stack.pop()
-            position[id(node)] = len(key)
-            op = node.op
-            if op is not None:
-                key.append((op.name, tuple([position[id(a)] for a in args])))
-                continue
-            global_index = index_of.get(id(node))
-            if global_index is None:
-                key.append(None)  # a lifted leaf
-                constants.append(node.data)
-            else:
-                key.append(len(used))  # a param slot
-                used.append(node)
-                used_index.append(global_index)
+            key.append(len(used))  # a param slot
+            used.append(node)
+            used_index.append(global_index)
     return tuple(key), used, used_index, constants
 
 
@@ -149,9 +133,9 @@ def _trace_group(first: Value, used: list[Value], data: np.ndarray, index_of: di
     ``x ** 2.0`` (LLVM turns it into ``x * x``) instead of a libm ``pow`` call with a
     run-time exponent. Returns the program and the mask of the columns of ``data``
     kept as constants."""
-    leaves = [node for node in topological_order(first)
-              if node.op is None and id(node) not in index_of]
-    exponents = {id(node.args[1]) for node in topological_order(first)
+    order = topological_order(first)
+    leaves = [node for node in order if node.op is None and id(node) not in index_of]
+    exponents = {id(node.args[1]) for node in order
                  if node.op is not None and node.op.name == "pow"}
     bits = data.view(np.int64)
     uniform = np.all(bits == bits[:1], axis=0) if data.shape[0] else np.ones(0, dtype=bool)
