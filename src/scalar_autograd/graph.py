@@ -79,10 +79,16 @@ def topological_order(
     Returns:
         The nodes in dependency order (leaves first), each once.
     """
-    root_list = _root_list(roots, "roots")
+    return post_order(_root_list(roots, "roots"), include)
+
+
+def post_order(roots: list[Value], include: Callable[[Value], bool] | None = None
+               ) -> list[Value]:
+    """:func:`topological_order` of a list of Values, with no argument checks: the walk
+    that hot loops call (once per residual when grouping 10^5 of them)."""
     order: list[Value] = []
     visited: set[int] = set()
-    for root in root_list:
+    for root in roots:
         if id(root) in visited or (include is not None and not include(root)):
             continue
         visited.add(id(root))
@@ -90,8 +96,7 @@ def topological_order(
         while stack:
             node, i = stack[-1]
             args = node.args
-            # advance to the next unvisited argument
-            while i < len(args):
+            while i < len(args):               # advance to the next unvisited argument
                 child = args[i]
                 i += 1
                 if id(child) not in visited and (include is None or include(child)):

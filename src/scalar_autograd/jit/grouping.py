@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from scalar_autograd.graph import topological_order
+from scalar_autograd.graph import post_order, topological_order
 from scalar_autograd.jit.compiled import CompiledFunction, compile_program
 from scalar_autograd.jit.ir import Program
 from scalar_autograd.jit.trace import trace
@@ -71,7 +71,7 @@ def _signature(r: Value, index_of: dict[int, int]
     used: list[Value] = []
     used_index: list[int] = []
     constants: list[float] = []
-    for node in topological_order(r):
+    for node in post_order([r]):
         position[id(node)] = len(key)
         if node.op is not None:
             key.append((node.op.name, tuple([position[id(a)] for a in node.args])))
