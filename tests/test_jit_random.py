@@ -11,6 +11,7 @@ import math
 from unittest import mock
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -99,3 +100,18 @@ def _run(out, params, point, backend):
         finally:
             KERNELS.clear()
     return f, value, grad, forward
+
+
+@pytest.mark.parametrize("backend", ["interpreter", "python", "llvm", "llvm-vm"])
+def test_copysign_takes_a_nan_sign_source_as_positive_on_every_backend(backend: str) -> None:
+    # log(-1) is a nan whose sign bit IEEE 754 leaves open (x86's libm: negative,
+    # CPython: positive); -nan has it set on purpose. Hand-computed: |x| and d/dx = sign(x).
+    x, y = sa.Value(0.5), sa.Value(2.0)          # traced elsewhere than evaluated
+    out = sa.copysign(x, sa.log(y)) + sa.copysign(x, -(sa.log(y) * 0.0 / 0.0))
+    _, value, grad, forward = _run(out, [x, y], [-3.0, -1.0], backend)
+    assert value == 6.0 and forward == 6.0
+    assert grad[0] == -2.0 and grad[1] == 0.0
+    xe, ye = sa.Value(-3.0, requires_grad=True), sa.Value(-1.0, requires_grad=True)
+    eager = sa.copysign(xe, sa.log(ye)) + sa.copysign(xe, -(sa.log(ye) * 0.0 / 0.0))
+    eager.backward()
+    assert eager.data == 6.0 and xe.grad == -2.0

@@ -19,6 +19,7 @@ INF = math.inf
 NAN = math.nan
 
 _copysign = math.copysign
+_fabs = math.fabs
 _isinf = math.isinf
 _isnan = math.isnan
 
@@ -182,5 +183,21 @@ def round(x: float) -> float:  # noqa: A001 - mirrors C's round
     return _copysign(t, x)
 
 
-copysign = math.copysign  # total already
+def copysign(a: float, b: float) -> float:
+    """``|a|`` with the sign of ``b``; ``|a|`` when ``b`` is a NaN.
+
+    IEEE 754 leaves the sign of a NaN made by an invalid operation unspecified: CPython's
+    ``nan`` is positive, x86's default NaN (``log(-1)``, ``0/0`` in hardware) negative.
+    C's ``copysign`` would hand that accident on to a result; here a NaN sign counts as
+    positive, on every backend, so eager and compiled code agree.
+
+    Example:
+        >>> copysign(2.0, -0.0), copysign(-2.0, float("nan")), copysign(2.0, -float("nan"))
+        (-2.0, 2.0, 2.0)
+    """
+    if b != b:
+        return _fabs(a)
+    return _copysign(a, b)
+
+
 fabs = math.fabs  # total already

@@ -376,7 +376,8 @@ OPS: tuple[Op, ...] = (
     Op("copysign", 2, nx.copysign,
        lambda m, a, b, out: (m.copysign(1.0, a) * m.copysign(1.0, b), 0.0),
        _call("copysign"), (_R, _R),
-       "|a| with the sign of b; d/da = sign(a)*sign(b), d/db = 0"),
+       "|a| with the sign of b (a nan b counts as positive); d/da = sign(a)*sign(b), "
+       "d/db = 0"),
 )
 
 OPS_BY_NAME: dict[str, Op] = {op.name: op for op in OPS}

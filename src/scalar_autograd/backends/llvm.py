@@ -50,7 +50,6 @@ _INTRINSIC = {
     "sqrt": ("llvm.sqrt.f64", 1), "fabs": ("llvm.fabs.f64", 1),
     "floor": ("llvm.floor.f64", 1), "ceil": ("llvm.ceil.f64", 1),
     "round": ("llvm.round.f64", 1), "trunc": ("llvm.trunc.f64", 1),
-    "copysign": ("llvm.copysign.f64", 2),
 }
 _LIBM_ARITY = {"atan2": 2, "pow": 2}
 _pack = struct.Struct("<d").pack
@@ -129,6 +128,14 @@ def instruction(kind: str, name: str, args: list[str], declarations: set[str],
     if lowering.kind == "call":
         if sym == "fmod":
             return [f"  {name} = frem double {args[0]}, {args[1]}"]
+        if sym == "copysign":   # a NaN sign source counts as positive (numerics.copysign)
+            declarations.add("declare double @llvm.copysign.f64(double, double)")
+            declarations.add("declare double @llvm.fabs.f64(double)")
+            return [f"  {name}.n = fcmp uno double {args[1]}, 0.0",
+                    f"  {name}.s = call double @llvm.copysign.f64(double {args[0]}, "
+                    f"double {args[1]})",
+                    f"  {name}.a = call double @llvm.fabs.f64(double {args[0]})",
+                    f"  {name} = select i1 {name}.n, double {name}.a, double {name}.s"]
         fn, arity = _INTRINSIC.get(sym, (sym, _LIBM_ARITY.get(sym, 1)))
         declarations.add(f"declare double @{fn}({', '.join(['double'] * arity)})")
         call_args = ", ".join(f"double {a}" for a in args)
