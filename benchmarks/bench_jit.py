@@ -227,7 +227,7 @@ def _compile_row(n: int, repeats: int) -> dict[str, Any]:
     x = np.array([v.data for v in xs])
     times = []
     for _ in range(max(1, min(repeats, 3) if n >= 10**5 else repeats)):
-        sa.jit.cache.KERNELS.clear()
+        sa.runtime.cache.KERNELS.clear()
         t = time.perf_counter()
         f = sa.compile(loss, xs)
         f.value_and_grad(x)

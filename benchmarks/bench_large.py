@@ -108,7 +108,7 @@ def sa_compiled(n: int, x0: np.ndarray, repeats: int) -> tuple[dict[str, Any], f
     loss, xs = chained_graph(n)
 
     def build() -> Any:
-        sa.jit.cache.KERNELS.clear()
+        sa.runtime.cache.KERNELS.clear()
         f = sa.compile(loss, xs)
         f.value_and_grad(x0)
         return f
@@ -117,7 +117,7 @@ def sa_compiled(n: int, x0: np.ndarray, repeats: int) -> tuple[dict[str, Any], f
     kernel = f._entry.deriv_kernel()
     value = f.value_and_grad(x0)[0]
     t_eval = per_call(lambda: f.value_and_grad(x0), repeats, min_time=0.02)
-    sa.jit.cache.KERNELS.clear()
+    sa.runtime.cache.KERNELS.clear()
     return _row("scalar_autograd", n, t_compile, t_eval,
                 f"{getattr(kernel, 'mode', 'native')}, {f.n_instructions} instructions"), value
 
@@ -312,14 +312,14 @@ def memory_row(n: int) -> dict[str, Any]:
     t = time.perf_counter()
     out.backward()
     t_backward = time.perf_counter() - t
-    sa.jit.cache.KERNELS.clear()
+    sa.runtime.cache.KERNELS.clear()
     t = time.perf_counter()
     f = sa.compile(out, xs)
     value, _ = f.value_and_grad(x0)
     t_compile = time.perf_counter() - t
     _check("compiled vs eager", value, out.data)
     kernel = f._entry.deriv_kernel()
-    sa.jit.cache.KERNELS.clear()
+    sa.runtime.cache.KERNELS.clear()
     return {"nominal nodes": n, "graph nodes": nodes,
             "graph bytes/node": graph_bytes / nodes,
             "backward s": t_backward, "backward ns/node": 1e9 * t_backward / nodes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scalar_autograd.backends import llvm as llvm_backend
-from scalar_autograd.jit.cache import KERNELS
+from scalar_autograd.runtime.cache import KERNELS
 
 BACKENDS = ["interpreter", "python", "llvm", "llvm-vm"]
 

@@ -13,7 +13,7 @@ import pytest
 import scalar_autograd as sa
 from jit_support import assert_same, central_difference
 from scalar_autograd.backends import llvm as llvm_backend
-from scalar_autograd.jit.cache import KERNELS
+from scalar_autograd.runtime.cache import KERNELS
 from scalar_autograd.kinematics import planar_ik_loss
 
 
@@ -301,7 +301,7 @@ def test_deep_chain_of_a_hundred_thousand_nodes_compiles():
 
 
 def test_group_residuals_keep_uniform_pow_exponents_as_constants():
-    from scalar_autograd.jit import group_residuals
+    from scalar_autograd.runtime import group_residuals
 
     c = sa.Value(0.0)
     xs = [1.0, -2.0, 0.5, 3.0]
@@ -326,7 +326,7 @@ def test_group_residuals_keep_uniform_pow_exponents_as_constants():
 
 
 def test_group_residuals_groups_by_structure_with_per_row_data():
-    from scalar_autograd.jit import group_residuals
+    from scalar_autograd.runtime import group_residuals
 
     cx, cy, r = sa.Value(0.0), sa.Value(0.0), sa.Value(1.0)
     pts = [(1.0, 2.0), (-0.5, 0.25), (3.0, -1.0)]

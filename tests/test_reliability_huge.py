@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import scalar_autograd as sa
-from scalar_autograd.jit.cache import KERNELS
+from scalar_autograd.runtime.cache import KERNELS
 
 N_PARAMS = 100
 

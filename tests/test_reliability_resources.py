@@ -1,7 +1,7 @@
 """Resources: compiling and dropping 1000 functions leaves memory flat; no descriptor leaks.
 
 Each function has a distinct constant, so every compile misses the kernel cache
-(``scalar_autograd.jit.cache.KERNELS``, an LRU of 256 entries) and entries churn. After a
+(``scalar_autograd.runtime.cache.KERNELS``, an LRU of 256 entries) and entries churn. After a
 warm-up that fills the cache, 1000 more functions are compiled, called and dropped:
 
 - every compiled kernel (and so its MCJIT engine) is freed once it leaves the cache;
@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import scalar_autograd as sa
-from scalar_autograd.jit.cache import KERNELS
+from scalar_autograd.runtime.cache import KERNELS
 
 N_FUNCTIONS = 1000
 WARM_UP = 300  # > the cache's 256 entries

@@ -19,7 +19,7 @@ import pytest
 
 import scalar_autograd as sa
 from scalar_autograd.backends import vm as vm_backend
-from scalar_autograd.jit.cache import KERNELS
+from scalar_autograd.runtime.cache import KERNELS
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "scalar_autograd"
 

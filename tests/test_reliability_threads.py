@@ -20,7 +20,7 @@ import pytest
 
 import scalar_autograd as sa
 from scalar_autograd.backends import llvm as llvm_backend
-from scalar_autograd.jit.cache import KERNELS
+from scalar_autograd.runtime.cache import KERNELS
 from scalar_autograd.kinematics import planar_ik_loss
 
 

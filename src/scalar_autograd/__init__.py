@@ -14,7 +14,7 @@ from scalar_autograd.functional import __all__ as _functional_all
 from scalar_autograd.geometry import *  # noqa: F403
 from scalar_autograd.geometry import __all__ as _geometry_all
 from scalar_autograd.graph import to_dot, topological_order
-from scalar_autograd.jit import (
+from scalar_autograd.runtime import (
     CompiledFunction,
     apply_compiled_gradients,
     compile,

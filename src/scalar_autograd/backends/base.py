@@ -1,6 +1,6 @@
 """What a backend is: ``compile(Program) -> Kernel``, and the kernel calling convention.
 
-A kernel evaluates a lowered :class:`~scalar_autograd.jit.ir.Program` on float64 buffers:
+A kernel evaluates a lowered :class:`~scalar_autograd.ir.program.Program` on float64 buffers:
 ``run(x, u, val, der, scratch)`` reads params ``x`` and inputs ``u`` and writes the
 values into ``val`` and the derivatives into ``der``; ``scratch`` holds
 ``n_scratch`` doubles of working memory (only large native programs need it).
@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from scalar_autograd.jit.ir import Program
+from scalar_autograd.ir.program import Program
 
 
 class BackendError(RuntimeError):

@@ -5,7 +5,7 @@ tested against.
 
 Example:
     >>> import numpy as np, scalar_autograd as sa
-    >>> from scalar_autograd.jit.trace import trace
+    >>> from scalar_autograd.ir.trace import trace
     >>> x = sa.Value(0.0)
     >>> program, _ = trace([x * 2.0 + 1.0], [x])
     >>> k = InterpreterBackend().compile(program)
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from scalar_autograd.jit.ir import Program
+from scalar_autograd.ir.program import Program
 from scalar_autograd.ops import OPS_BY_NAME
 
 

@@ -13,7 +13,7 @@ wrapper with the buffer addresses baked in, so a call takes no arguments at all.
 
 Example:
     >>> import numpy as np, scalar_autograd as sa
-    >>> from scalar_autograd.jit.trace import trace
+    >>> from scalar_autograd.ir.trace import trace
     >>> x = sa.Value(0.0)
     >>> program, _ = trace([x * x + 1.0], [x])
     >>> k = LLVMBackend().compile(program)
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from scalar_autograd.backends.base import BackendError
-from scalar_autograd.jit.ir import Program
+from scalar_autograd.ir.program import Program
 from scalar_autograd.ops import OPS_BY_NAME
 
 try:  # llvmlite is a core dependency, but say clearly what to do if it is missing

@@ -7,7 +7,7 @@ string.
 
 Example:
     >>> import scalar_autograd as sa
-    >>> from scalar_autograd.jit.trace import trace
+    >>> from scalar_autograd.ir.trace import trace
     >>> x = sa.Value(0.0)
     >>> program, _ = trace([sa.sin(x) * x], [x])
     >>> print(PythonBackend().compile(program).source.splitlines()[3])
@@ -23,7 +23,7 @@ import numpy as np
 
 from scalar_autograd import numerics
 from scalar_autograd.backends.base import BackendError
-from scalar_autograd.jit.ir import Program
+from scalar_autograd.ir.program import Program
 from scalar_autograd.ops import OPS_BY_NAME
 
 _COMPARE = {"==": "==", "!=": "!=", ">": ">", "<": "<", ">=": ">=", "<=": "<="}

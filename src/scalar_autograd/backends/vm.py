@@ -11,7 +11,7 @@ The VM's instruction set is generated from the op table's lowerings, through the
 
 Example:
     >>> import numpy as np, scalar_autograd as sa
-    >>> from scalar_autograd.jit.trace import trace
+    >>> from scalar_autograd.ir.trace import trace
     >>> x = sa.Value(0.0)
     >>> program, _ = trace([sa.sin(x) * 2.0], [x])
     >>> k = VMKernel(program)
@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 
 from scalar_autograd.backends.llvm import _addr, batch_function, instruction, native_engine
-from scalar_autograd.jit.ir import Program
+from scalar_autograd.ir.program import Program
 from scalar_autograd.ops import OPS
 
 OPCODES: tuple[str, ...] = ("input_x", "input_u", "const") + tuple(

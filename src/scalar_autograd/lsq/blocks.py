@@ -144,7 +144,7 @@ class ResidualBlock:
 
     def compile(self, backend: str = "auto") -> Any:
         """The JIT-compiled function of (slots; data arguments) -> outputs."""
-        from scalar_autograd.jit import compile as jit_compile
+        from scalar_autograd.runtime import compile as jit_compile
 
         slots, dargs, outs = self.trace()
         return jit_compile(outs, slots, inputs=dargs, backend=backend)

@@ -1,7 +1,7 @@
 """The ``jacobian="compiled"`` oracle: trace ``residual_fn`` once, evaluate compiled kernels.
 
 ``residual_fn`` is called once, at the initial parameters. When the JIT offers residual
-grouping (``scalar_autograd.jit.group_residuals``), structurally identical residuals
+grouping (``scalar_autograd.runtime.group_residuals``), structurally identical residuals
 (same ops, same shape, differing only in their constants) form one group, compiled
 once with its parameter slots as params and its lifted constants as per-row inputs,
 and every group is evaluated in one native loop over its rows. Without grouping, the
@@ -35,7 +35,7 @@ from scalar_autograd.value import Value
 
 def _group_residuals() -> Callable[..., Any] | None:
     try:
-        from scalar_autograd.jit import group_residuals
+        from scalar_autograd.runtime import group_residuals
     except ImportError:
         return None
     return group_residuals  # type: ignore[no-any-return]
@@ -53,7 +53,7 @@ class CompiledOracle:
 
     def __init__(self, params: list[Value], residual_fn: Callable[[list[Value]],
                  Sequence[Value]], linear_solver: str) -> None:
-        from scalar_autograd.jit import compile as jit_compile
+        from scalar_autograd.runtime import compile as jit_compile
 
         with gc_paused():          # many small graphs: see graph.gc_paused
             residuals = check_residuals(residual_fn(params))

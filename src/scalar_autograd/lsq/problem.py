@@ -237,6 +237,6 @@ def _resolve_mode(mode: str) -> str:
     if jit_compile_available():
         return "compiled"
     if mode == "compiled":
-        raise RuntimeError('jacobian="compiled" needs the JIT (scalar_autograd.jit.compile), '
+        raise RuntimeError('jacobian="compiled" needs the JIT (scalar_autograd.runtime.compile), '
                            'which is not available; use jacobian="graph"')
     return "graph"

@@ -35,9 +35,9 @@ from scalar_autograd.value import Value
 
 
 def jit_compile_available() -> bool:
-    """Whether the JIT (``scalar_autograd.jit.compile``) can be imported."""
+    """Whether the JIT (``scalar_autograd.runtime.compile``) can be imported."""
     try:
-        from scalar_autograd.jit import compile as _compile  # noqa: F401
+        from scalar_autograd.runtime import compile as _compile  # noqa: F401
     except ImportError:
         return False
     return True
@@ -128,7 +128,7 @@ def nonlinear_least_squares(
     plist = check_params(params)
     if mode == "compiled" and not jit_available():
         raise RuntimeError(
-            'jacobian="compiled" needs the JIT (scalar_autograd.jit.compile and '
+            'jacobian="compiled" needs the JIT (scalar_autograd.runtime.compile and '
             'group_residuals), which is not available; use jacobian="graph"'
         )
     if mode == "auto":

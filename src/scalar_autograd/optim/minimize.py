@@ -163,7 +163,7 @@ def minimize(
     check_bool(history, "history")
 
     if isinstance(loss, Value):
-        from scalar_autograd.jit import compile as jit_compile
+        from scalar_autograd.runtime import compile as jit_compile
 
         input_leaves = list(inputs)
         for i, v in enumerate(input_leaves):

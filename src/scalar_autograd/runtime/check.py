@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from scalar_autograd.backends import get_backend
-from scalar_autograd.jit import autodiff
-from scalar_autograd.jit.trace import trace
+from scalar_autograd.ir import autodiff
+from scalar_autograd.ir.trace import trace
 from scalar_autograd.testing import register_mode
 from scalar_autograd.value import Value
 

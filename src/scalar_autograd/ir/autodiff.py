@@ -7,7 +7,7 @@ condition, ...) are left out, exactly as eager ``backward()`` does.
 
 Example:
     >>> import scalar_autograd as sa
-    >>> from scalar_autograd.jit.trace import trace
+    >>> from scalar_autograd.ir.trace import trace
     >>> x = sa.Value(3.0)
     >>> program, _ = trace([x * x], [x])
     >>> grad = reverse(program)
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scalar_autograd.jit.ir import Builder, Program, Var, copy_program, ir_algebra
+from scalar_autograd.ir.program import Builder, Program, Var, copy_program, ir_algebra
 from scalar_autograd.ops import OPS_BY_NAME, Algebra
 
 

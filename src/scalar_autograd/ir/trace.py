@@ -1,4 +1,4 @@
-"""Trace a ``Value`` graph into a :class:`~scalar_autograd.jit.ir.Program`.
+"""Trace a ``Value`` graph into a :class:`~scalar_autograd.ir.program.Program`.
 
 Params and runtime inputs become program inputs; every other leaf becomes a constant
 frozen at trace time (or, with ``lift_constants``, an extra input whose value is
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from scalar_autograd.graph import topological_order
-from scalar_autograd.jit.ir import Builder, Program
+from scalar_autograd.ir.program import Builder, Program
 from scalar_autograd.value import Value
 
 

@@ -1,0 +1,14 @@
+"""The runtime: compile Value graphs and Python functions into callable native code."""
+
+from scalar_autograd.runtime import check as _check  # noqa: F401  (registers check_grads modes)
+from scalar_autograd.runtime.compiled import (
+    CompiledFunction,
+    apply_compiled_gradients,
+    compile,
+    compile_gradient_function,
+    compile_program,
+)
+from scalar_autograd.runtime.grouping import ResidualGroup, group_residuals
+
+__all__ = ["CompiledFunction", "compile", "compile_program", "compile_gradient_function",
+           "apply_compiled_gradients", "ResidualGroup", "group_residuals"]
