@@ -13,8 +13,8 @@ import pytest
 import scalar_autograd as sa
 from jit_support import assert_same, central_difference
 from scalar_autograd.backends import llvm as llvm_backend
-from scalar_autograd.runtime.cache import KERNELS
 from scalar_autograd.kinematics import planar_ik_loss
+from scalar_autograd.runtime.cache import KERNELS
 
 
 def test_sum_and_mean_compiled_at_one_point_are_right_at_another(backend):

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 import scalar_autograd as sa
 from jit_support import assert_same, same_float
 from scalar_autograd.backends import llvm as llvm_backend
-from scalar_autograd.runtime.cache import KERNELS
 from scalar_autograd.ops import OPS, VARIADIC
+from scalar_autograd.runtime.cache import KERNELS
 from scalar_autograd.value import apply
 
 _OPS = [op for op in OPS if op.name != "pow"]

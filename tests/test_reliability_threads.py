@@ -20,8 +20,8 @@ import pytest
 
 import scalar_autograd as sa
 from scalar_autograd.backends import llvm as llvm_backend
-from scalar_autograd.runtime.cache import KERNELS
 from scalar_autograd.kinematics import planar_ik_loss
+from scalar_autograd.runtime.cache import KERNELS
 
 
 def _ik_function(backend: str) -> sa.CompiledFunction:

@@ -14,12 +14,6 @@ from scalar_autograd.functional import __all__ as _functional_all
 from scalar_autograd.geometry import *  # noqa: F403
 from scalar_autograd.geometry import __all__ as _geometry_all
 from scalar_autograd.graph import to_dot, topological_order
-from scalar_autograd.runtime import (
-    CompiledFunction,
-    apply_compiled_gradients,
-    compile,
-    compile_gradient_function,
-)
 from scalar_autograd.losses import *  # noqa: F403
 from scalar_autograd.losses import __all__ as _losses_all
 from scalar_autograd.lsq import (
@@ -41,6 +35,12 @@ from scalar_autograd.optim import (
     clip_grad_norm,
     lbfgs,
     minimize,
+)
+from scalar_autograd.runtime import (
+    CompiledFunction,
+    apply_compiled_gradients,
+    compile,
+    compile_gradient_function,
 )
 from scalar_autograd.testing import check_grads
 from scalar_autograd.value import Value, ValueLike, as_value, zero_grad

@@ -41,8 +41,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from scalar_autograd.runtime import apply_compiled_gradients, compile, compile_gradient_function
 from scalar_autograd.kinematics import planar_ik_loss
+from scalar_autograd.runtime import apply_compiled_gradients, compile, compile_gradient_function
 from scalar_autograd.value import Value
 
 __all__ = [

@@ -26,10 +26,10 @@ from scalar_autograd.backends import get_backend
 from scalar_autograd.backends.base import Kernel
 from scalar_autograd.graph import gc_paused
 from scalar_autograd.ir import autodiff
-from scalar_autograd.runtime.cache import KERNELS
-from scalar_autograd.ir.program import Program
 from scalar_autograd.ir.passes import lower
+from scalar_autograd.ir.program import Program
 from scalar_autograd.ir.trace import trace
+from scalar_autograd.runtime.cache import KERNELS
 from scalar_autograd.value import Value
 
 _F64 = np.dtype(np.float64)

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from scalar_autograd.graph import post_order, topological_order
-from scalar_autograd.runtime.compiled import CompiledFunction, compile_program
 from scalar_autograd.ir.program import Program
 from scalar_autograd.ir.trace import trace
+from scalar_autograd.runtime.compiled import CompiledFunction, compile_program
 from scalar_autograd.value import Value
 
 
