@@ -3,13 +3,14 @@
 from scalar_autograd.lsq.blocks import ResidualBlock
 from scalar_autograd.lsq.levenberg_marquardt import IterationInfo, levenberg_marquardt
 from scalar_autograd.lsq.problem import LeastSquaresProblem
-from scalar_autograd.lsq.result import LeastSquaresResult
+from scalar_autograd.lsq.result import CovarianceWarning, LeastSquaresResult
 from scalar_autograd.lsq.solve import nonlinear_least_squares
 from scalar_autograd.lsq.status import Status
 
 LeastSquaresStatus = Status
 
 __all__ = [
-    "IterationInfo", "LeastSquaresProblem", "LeastSquaresResult", "LeastSquaresStatus",
-    "ResidualBlock", "Status", "levenberg_marquardt", "nonlinear_least_squares",
+    "CovarianceWarning", "IterationInfo", "LeastSquaresProblem", "LeastSquaresResult",
+    "LeastSquaresStatus", "ResidualBlock", "Status", "levenberg_marquardt",
+    "nonlinear_least_squares",
 ]

@@ -298,5 +298,8 @@ class Assembler:
         for b, slab in zip(self.blocks, slabs):
             V, J = b.values_and_jacobian(x)
             r[slab.start:slab.stop] = V.ravel()
-            jac[slab.start:slab.stop, slab.columns] = J.reshape(-1, slab.columns.size)
+            # rows given explicitly: a residual that depends on no parameter has a
+            # kernel of 0 params, whose (N, m_b, 0) output cannot infer them from -1
+            jac[slab.start:slab.stop, slab.columns] = J.reshape(slab.stop - slab.start,
+                                                                slab.columns.size)
         return r, jac

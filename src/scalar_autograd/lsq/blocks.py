@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from scalar_autograd.lsq.params import as_real_array
 from scalar_autograd.value import Value
 
 BlockFn = Callable[[list[Value], list[Value]], "Value | Sequence[Value]"]
@@ -50,7 +51,8 @@ class ResidualBlock:
 
     Raises:
         TypeError: for a non-callable ``fn``, a non-integer ``param_index`` or data
-            that is not a sequence of 1-D numeric arrays.
+            that is not a sequence of arrays of real numbers (complex numbers and
+            strings are rejected, not converted).
         ValueError: for no rows, negative indices or data arrays whose length differs
             from the number of rows of ``param_index``.
 
@@ -235,11 +237,7 @@ def _check_data(data: Any, n_rows: int, name: str) -> np.ndarray:
         if isinstance(col, numbers.Real):
             raise TypeError(f"residual block {name!r}: data[{j}] must be a 1-D array of "
                             f"length {n_rows}; got a number")
-        try:
-            a = np.asarray(col, dtype=float)
-        except (TypeError, ValueError):
-            raise TypeError(f"residual block {name!r}: data[{j}] must be a 1-D numeric "
-                            f"array; got {type(col).__name__}") from None
+        a = as_real_array(col, f"residual block {name!r}: data[{j}]")
         if a.ndim != 1:
             raise ValueError(f"residual block {name!r}: data[{j}] must be 1-D; got shape "
                              f"{a.shape}")

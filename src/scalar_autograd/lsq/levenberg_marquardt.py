@@ -55,6 +55,9 @@ Termination (scipy's meanings, checked after every trial step):
 * ``gradient_tolerance`` (gtol): ``max_j |g_j| / (|f_s| |J_s[:, j]|) <= gtol``, the
   largest cosine between the residual vector and a column of the Jacobian (MINPACK's
   and scipy ``method="lm"``'s meaning), checked at every accepted point.
+* zero residual: every residual ``r_i`` is exactly 0 at an accepted point (tested on
+  the residuals, not on the cost, which a robust loss or an underflowing square can
+  round to 0 while the residuals are not).
 
 The current point is always the best point found (only decreases are accepted), so
 whatever the status, ``x`` is the best point.
@@ -83,6 +86,7 @@ import numpy as np
 from scalar_autograd.lsq.linalg import solve_dense, solve_sparse
 from scalar_autograd.lsq.losses import loss_cost, robust_scaling
 from scalar_autograd.lsq.options import SolverOptions
+from scalar_autograd.lsq.params import as_real_array
 from scalar_autograd.lsq.result import LeastSquaresResult
 from scalar_autograd.lsq.schur import SchurComplement
 from scalar_autograd.lsq.status import Status
@@ -421,10 +425,16 @@ def levenberg_marquardt(
 
     Returns:
         A :class:`LeastSquaresResult`; ``x`` is the best point found.
+
+    Raises:
+        TypeError: ``x0`` holds anything but real numbers.
+        ValueError: ``x0`` is not 1-D.
     """
     opts = options if options is not None else SolverOptions()
     start = time.perf_counter()
-    x = np.array(x0, dtype=float)
+    x = as_real_array(x0, "x0")
+    if x.ndim != 1:
+        raise ValueError(f"x0 must be a 1-D array of parameters; got shape {x.shape}")
     r, J = residuals_and_jacobian(x)
     r = np.asarray(r, dtype=float)
     nfev = njev = 1
@@ -468,7 +478,9 @@ def levenberg_marquardt(
         log(f"{0:>5} {cost:>14.8e} {'':>11} {np.max(np.abs(model.g), initial=0.0):>10.3e}")
 
     while True:
-        if cost == 0.0:
+        # on the residuals themselves, not the cost: a robust cost, or the squares of
+        # residuals below ~1e-154, can round to 0 while the residuals can still shrink
+        if not np.any(r):
             return finish(Status.ZERO_RESIDUAL, model)
         if not np.any(scaling > 0):
             return finish(Status.NO_PARAMS_AFFECT_RESIDUALS, model)

@@ -6,13 +6,20 @@ model is built from residuals and Jacobian rows rescaled so that ``J_s^T f_s`` i
 exact gradient of the cost and ``J_s^T J_s`` keeps the curvature of ``rho`` (Triggs et
 al., "Bundle adjustment: a modern synthesis", sec. 4.3, in scipy's simplified form).
 
-| loss      | rho(z)                                  |
-| --------- | --------------------------------------- |
-| linear    | z                                       |
-| huber     | z if z <= 1 else 2*sqrt(z) - 1          |
-| soft_l1   | 2*(sqrt(1 + z) - 1)                     |
-| cauchy    | log(1 + z)                              |
-| arctan    | arctan(z)                               |
+| loss      | rho(z)                          | computed as                |
+| --------- | ------------------------------- | -------------------------- |
+| linear    | z                               | z                          |
+| huber     | z if z <= 1 else 2*sqrt(z) - 1  | the same                   |
+| soft_l1   | 2*(sqrt(1 + z) - 1)             | 2*z / (sqrt(1 + z) + 1)    |
+| cauchy    | log(1 + z)                      | log1p(z)                   |
+| arctan    | arctan(z)                       | arctan(z)                  |
+
+Each rho is evaluated without cancellation for small ``z``: the textbook soft_l1
+``2*(sqrt(1 + z) - 1)`` is exactly 0 once ``1 + z`` rounds to 1 (``z`` below ~1.1e-16,
+residuals below ~1e-8 times ``loss_scale``) and loses digits a little above that; scipy's
+own soft_l1 has this flaw. Huber and arctan are ``z`` to first order with no
+subtraction. So the robust cost of small nonzero residuals is never rounded to zero
+and the solver keeps reducing it.
 
 Example:
     >>> import numpy as np
@@ -45,7 +52,8 @@ def _rho(name: str, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if name == "soft_l1":
         t = 1.0 + z
         st = np.sqrt(t)
-        return 2.0 * (st - 1.0), 1.0 / st, -0.5 / (t * st)
+        # 2*(st - 1) rationalised: no cancellation when z is below the float spacing of 1
+        return 2.0 * z / (st + 1.0), 1.0 / st, -0.5 / (t * st)
     if name == "cauchy":
         t = 1.0 + z
         return np.log1p(z), 1.0 / t, -1.0 / (t * t)

@@ -1,7 +1,8 @@
 """Solver options: defaults, their documented meaning, and up-front validation.
 
-Every bad value raises naming the option, the rule and what was received, before any
-work is done.
+Every bad option raises naming the option, the rule and what was received, before any
+work is done: TypeError for the wrong kind of thing, ValueError for a wrong value (the
+same split as :mod:`scalar_autograd.optim.validation`).
 
 Example:
     >>> opts = validate_options(max_iterations=50)
@@ -49,29 +50,50 @@ class SolverOptions:
     geodesic_acceleration: bool = False
 
 
+def _type_name(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be a positive integer; got {_type_name(value)}")
+    if value < 1:
         raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
     return int(value)
 
 
+def _real(name: str, value: Any, rule: str) -> float:
+    """``value`` as a float; TypeError unless it is a real number (bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be {rule}; got {_type_name(value)}")
+    try:
+        return float(value)
+    except OverflowError:           # an int beyond the float range
+        raise ValueError(f"`{name}` must be {rule}; got {value!r}") from None
+
+
 def _nonnegative_float(name: str, value: Any) -> float:
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(float(value)) or value < 0):
-        raise ValueError(f"`{name}` must be a finite real number >= 0; got {value!r}")
-    return float(value)
+    rule = "a finite real number >= 0"
+    number = _real(name, value, rule)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"`{name}` must be {rule}; got {value!r}")
+    return number
 
 
 def _positive_float(name: str, value: Any) -> float:
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(float(value)) or value <= 0):
-        raise ValueError(f"`{name}` must be a finite real number > 0; got {value!r}")
-    return float(value)
+    rule = "a finite real number > 0"
+    number = _real(name, value, rule)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"`{name}` must be {rule}; got {value!r}")
+    return number
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    rule = f"one of {', '.join(map(repr, choices))}"
+    if not isinstance(value, str):
+        raise TypeError(f"`{name}` must be {rule}; got {_type_name(value)}")
+    if value not in choices:
+        raise ValueError(f"`{name}` must be {rule}; got {value!r}")
     return value
 
 
@@ -91,9 +113,15 @@ def validate_options(
 ) -> SolverOptions:
     """Check every option and return them as a :class:`SolverOptions`.
 
+    As :mod:`scalar_autograd.optim.validation`: the wrong kind of thing (a str for a
+    tolerance, a float or a bool for ``max_iterations``, a non-callable ``callback``, a
+    non-bool ``verbose``) raises TypeError, a value outside the option's rule (0
+    iterations, a negative or nan tolerance, an unknown loss name) ValueError; both
+    name the option, state its rule and echo what was received.
+
     Raises:
-        ValueError: for a value outside an option's rule (the message names the option).
-        TypeError: for a ``callback`` that is not callable or a non-bool ``verbose``.
+        TypeError: for an option of the wrong type.
+        ValueError: for a value outside an option's rule.
     """
     if not isinstance(verbose, bool):
         raise TypeError(f"`verbose` must be a bool; got {type(verbose).__name__} {verbose!r}")

@@ -55,7 +55,7 @@ from scalar_autograd.lsq.assembly import Assembler, KernelBlock
 from scalar_autograd.lsq.blocks import BlockFn, ResidualBlock
 from scalar_autograd.lsq.levenberg_marquardt import levenberg_marquardt
 from scalar_autograd.lsq.options import validate_jacobian_mode, validate_options
-from scalar_autograd.lsq.params import describe_constant_rows
+from scalar_autograd.lsq.params import as_real_array, describe_constant_rows
 from scalar_autograd.lsq.result import LeastSquaresResult
 
 SPARSE_MIN_PARAMS = 200
@@ -89,19 +89,13 @@ class LeastSquaresProblem:
         x: the current parameters; :meth:`solve` leaves the best point found here.
 
     Raises:
-        TypeError: ``x0`` is a string or not convertible to floats.
+        TypeError: ``x0`` is a string, or holds anything but real numbers (complex
+            numbers, strings, None; see :func:`~scalar_autograd.lsq.params.as_real_array`).
         ValueError: ``x0`` is not a non-empty 1-D array, or not finite.
     """
 
     def __init__(self, x0: Any, blocks: Sequence[ResidualBlock] = ()) -> None:
-        if isinstance(x0, (str, bytes)):
-            raise TypeError(f"x0 must be a 1-D array-like of real numbers; got "
-                            f"{type(x0).__name__} {x0!r}")
-        try:
-            x = np.array(x0, dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"x0 must be a 1-D array-like of real numbers; got "
-                            f"{type(x0).__name__} ({exc})") from exc
+        x = as_real_array(x0, "x0")
         if x.ndim != 1 or x.size == 0:
             raise ValueError(f"x0 must be a non-empty 1-D array of parameters; got shape "
                              f"{x.shape}")
@@ -166,8 +160,19 @@ class LeastSquaresProblem:
         return Assembler(blocks, m, n, sparse)
 
     def residuals(self, x: Any = None) -> np.ndarray:
-        """The residual vector at ``x`` (default: ``self.x``)."""
-        xv = self.x if x is None else np.asarray(x, dtype=float)
+        """The residual vector at ``x`` (default: ``self.x``).
+
+        Raises:
+            TypeError: ``x`` holds anything but real numbers.
+            ValueError: ``x`` is not a 1-D array of ``n_params`` numbers.
+        """
+        if x is None:
+            xv = self.x
+        else:
+            xv = as_real_array(x, "x")
+            if xv.shape != (self.n_params,):
+                raise ValueError(f"x must be a 1-D array of n_params = {self.n_params} "
+                                 f"parameters; got shape {xv.shape}")
         return self.assembler(sparse=False).residuals(xv)
 
     def solve(

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,17 @@ from scalar_autograd.lsq.status import Status
 
 _MAX_DENSE_COVARIANCE = 20_000
 """Largest parameter count for which ``covariance()`` builds the dense n-by-n matrix."""
+_UNDETERMINED = float(np.finfo(float).eps)
+"""A parameter is undetermined when the squared norm of its unit vector's projection on
+the numerical null space of J exceeds this (a component above ``sqrt(eps)``, ~1.5e-8;
+rounding leaves components of order ``eps`` on determined parameters)."""
+
+
+class CovarianceWarning(RuntimeWarning):
+    """Some or all entries of a least-squares covariance are ``inf``: the data do not
+    determine those parameters, or there are too few residuals to estimate the
+    variance (scipy's ``OptimizeWarning`` "Covariance of the parameters could not be
+    estimated"). A ``RuntimeWarning``, so filters on that category see it too."""
 
 
 @dataclass(frozen=True)
@@ -75,9 +87,22 @@ class LeastSquaresResult:
 
         ``s**2 * pinv(J^T J)`` with ``s**2 = 2 * cost / (m - n)`` the residual variance.
         The pseudo-inverse comes from the SVD of ``J`` and drops singular values below
-        ``eps * max(m, n) * s_max`` (as curve_fit), so a rank-deficient fit gives finite
-        numbers in the identifiable directions. When ``m <= n`` the variance cannot be
-        estimated and every entry is ``inf`` (as curve_fit).
+        ``eps * max(m, n) * s_max``, as curve_fit does (on the sparse path, from the
+        eigenvalues of ``J^T J``, dropping those below ``eps * max(m, n) * w_max``: the
+        normal matrix cannot resolve singular values below ``sqrt(eps * max(m, n))``
+        times the largest).
+
+        Parameters the data do not determine get ``inf``, not the pseudo-inverse's 0
+        (which would claim they are known exactly): parameter ``j`` is *undetermined*
+        when its unit vector has a component larger than ``sqrt(eps)`` in the numerical
+        null space of ``J`` (a column of zeros, or ``p0`` when only ``p0 + p1`` enters
+        the residuals). Its row and column of the covariance are ``inf``; the block of
+        the determined parameters keeps the pseudo-inverse's values, which are then the
+        exact limit of ``(J^T J + eps I)^-1`` as ``eps -> 0``. When ``m <= n`` (and
+        ``absolute_sigma`` is false) the variance cannot be estimated and every entry is
+        ``inf``, as curve_fit; so it is for a Jacobian that is not finite. Each of these
+        cases warns with :class:`CovarianceWarning` (curve_fit warns only when the
+        whole matrix is ``inf``, and returns 0 for an undetermined parameter).
 
         Args:
             absolute_sigma: if true, the residuals are taken as already divided by
@@ -90,27 +115,70 @@ class LeastSquaresResult:
         Raises:
             ValueError: if the result has no Jacobian, or the sparse Jacobian has more
                 than 20,000 columns (the dense covariance would not fit in memory).
+
+        Warns:
+            CovarianceWarning: when some or all entries are ``inf`` (see above).
+
+        Example:
+            >>> import warnings
+            >>> import numpy as np
+            >>> from scalar_autograd.lsq.status import Status
+            >>> J = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])  # p1 is used by nothing
+            >>> res = LeastSquaresResult(x=np.array([2.0, 5.0]), cost=1.0,
+            ...     residuals=np.array([1.0, -1.0, 0.0]), grad_norm=0.0, iterations=1,
+            ...     nfev=2, njev=1, status=Status.GRADIENT_TOLERANCE, time=0.0, jacobian=J)
+            >>> with warnings.catch_warnings():
+            ...     warnings.simplefilter("ignore", CovarianceWarning)
+            ...     res.standard_errors().round(6).tolist()
+            [0.816497, inf]
         """
+        return self._covariance(absolute_sigma, stacklevel=3)
+
+    def _covariance(self, absolute_sigma: bool, stacklevel: int) -> np.ndarray:
         J = self.jacobian
         if J is None:
             raise ValueError(
                 "covariance() needs the Jacobian at the solution; this result has none"
             )
         m, n = J.shape
-        if hasattr(J, "toarray"):
-            if n > _MAX_DENSE_COVARIANCE:
-                raise ValueError(
-                    f"covariance() builds a dense n-by-n matrix; n must be at most "
-                    f"{_MAX_DENSE_COVARIANCE} on the sparse path; got n={n}"
-                )
-            pcov = _pinv_normal_matrix((J.T @ J).toarray(), m)
+        sparse = hasattr(J, "toarray")
+        if sparse and n > _MAX_DENSE_COVARIANCE:
+            raise ValueError(
+                f"covariance() builds a dense n-by-n matrix; n must be at most "
+                f"{_MAX_DENSE_COVARIANCE} on the sparse path; got n={n}"
+            )
+        if not np.all(np.isfinite(J.data if sparse else J)):
+            warnings.warn("Covariance of the parameters could not be estimated: the "
+                          "Jacobian at the solution is not finite; every entry is inf",
+                          CovarianceWarning, stacklevel=stacklevel)
+            return np.full((n, n), np.inf)
+        if sparse:
+            pcov, null = _pinv_normal_matrix((J.T @ J).toarray(), m)
         else:
-            pcov = _pinv_from_svd(np.asarray(J, dtype=float))
-        if absolute_sigma:
-            return pcov
-        if m > n:
-            return pcov * (2.0 * self.cost / (m - n))
-        return np.full((n, n), np.inf)
+            pcov, null = _pinv_from_svd(np.asarray(J, dtype=float))
+        if not absolute_sigma:
+            if m <= n:
+                warnings.warn(
+                    f"Covariance of the parameters could not be estimated: the residual "
+                    f"variance needs more residuals than parameters; got m={m} residuals "
+                    f"and n={n} parameters; every entry is inf (pass absolute_sigma=True "
+                    f"if the residuals are already scaled by their standard deviations)",
+                    CovarianceWarning, stacklevel=stacklevel)
+                return np.full((n, n), np.inf)
+            pcov = pcov * (2.0 * self.cost / (m - n))
+        undetermined = np.flatnonzero(np.einsum("ki,ki->i", null, null) > _UNDETERMINED)
+        if undetermined.size:
+            pcov[undetermined, :] = np.inf
+            pcov[:, undetermined] = np.inf
+            shown = ", ".join(str(j) for j in undetermined[:10])
+            more = f" and {undetermined.size - 10} more" if undetermined.size > 10 else ""
+            warnings.warn(
+                f"Covariance of the parameters could not be estimated for "
+                f"{undetermined.size} of {n} parameters ({shown}{more}): the Jacobian has "
+                f"rank {n - null.shape[0]} and the data do not determine them; their rows "
+                f"and columns of the covariance are inf",
+                CovarianceWarning, stacklevel=stacklevel)
+        return pcov
 
     def standard_errors(self, absolute_sigma: bool = False) -> np.ndarray:
         """Square roots of the covariance's diagonal: one standard error per parameter.
@@ -125,25 +193,34 @@ class LeastSquaresResult:
             >>> res.standard_errors().round(6)
             array([0.57735])
         """
-        return np.sqrt(np.diag(self.covariance(absolute_sigma)))
+        return np.sqrt(np.diag(self._covariance(absolute_sigma, stacklevel=3)))
 
 
-def _pinv_from_svd(J: np.ndarray) -> np.ndarray:
-    _, s, vt = np.linalg.svd(J, full_matrices=False)
+def _pinv_from_svd(J: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(pinv(J^T J), N)``: the pseudo-inverse by the SVD of ``J`` (curve_fit's
+    threshold) and the rows of ``N``, an orthonormal basis of ``J``'s numerical null
+    space."""
+    m, n = J.shape
+    # full V only when J is wide: its last n - m rows span part of the null space
+    _, s, vt = np.linalg.svd(J, full_matrices=m < n)
     if s.size == 0 or s[0] == 0.0:
-        return np.zeros((J.shape[1], J.shape[1]))
-    threshold = np.finfo(float).eps * max(J.shape) * s[0]
-    keep = s > threshold
-    s, vt = s[keep], vt[keep]
-    return (vt.T / s**2) @ vt
+        return np.zeros((n, n)), np.eye(n)
+    threshold = np.finfo(float).eps * max(m, n) * s[0]
+    rank = int(np.count_nonzero(s > threshold))
+    s_kept, v_kept = s[:rank], vt[:rank]
+    return (v_kept.T / s_kept**2) @ v_kept, vt[rank:]
 
 
-def _pinv_normal_matrix(A: np.ndarray, m: int) -> np.ndarray:
+def _pinv_normal_matrix(A: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(pinv(A), N)`` for ``A = J^T J`` of an ``(m, n)`` ``J``, by the eigenvectors of
+    ``A``; ``N``'s rows span the numerical null space. Eigenvalues of ``A`` carry
+    absolute errors of about ``eps * max(m, n) * w_max`` (from forming and from
+    ``eigh``), so those below that are taken as zero."""
+    n = A.shape[0]
     w, v = np.linalg.eigh(A)
     if w.size == 0 or w[-1] <= 0.0:
-        return np.zeros_like(A)
-    # eigenvalues of J^T J are squared singular values of J: same threshold as the SVD
-    threshold = (np.finfo(float).eps * max(m, A.shape[0])) ** 2 * w[-1]
+        return np.zeros_like(A), np.eye(n)
+    threshold = np.finfo(float).eps * max(m, n) * w[-1]
     keep = w > threshold
-    w, v = w[keep], v[:, keep]
-    return (v / w) @ v.T
+    w_kept, v_kept = w[keep], v[:, keep]
+    return (v_kept / w_kept) @ v_kept.T, v[:, ~keep].T

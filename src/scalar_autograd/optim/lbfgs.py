@@ -57,6 +57,7 @@ from scalar_autograd.optim.validation import (
     check_open_unit_interval,
     check_params,
     check_positive_int,
+    check_real_array,
 )
 from scalar_autograd.value import Value
 
@@ -180,9 +181,12 @@ def lbfgs_minimize(
     Returns:
         An :class:`OptimizeResult`; ``x`` is the last accepted iterate, which always has
         a finite objective unless the start point does not.
+
+    Raises:
+        TypeError: ``x0`` holds anything but real numbers (complex numbers, strings).
     """
     cfg = config if config is not None else LBFGSConfig()
-    x = np.array(x0, dtype=np.float64, copy=True).reshape(-1)
+    x = check_real_array(x0, "x0").reshape(-1)
     n = x.size
     f, g_out = fun_and_grad(x)
     f = float(f)

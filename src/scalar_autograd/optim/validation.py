@@ -2,7 +2,9 @@
 
 Every public optimiser and solver calls these before doing any work, so a bad option
 fails at once with a message of the form "`lr` must be > 0; got -1.0", never halfway
-through a run.
+through a run. The wrong kind of thing (a str for a rate, a float for a count, a
+complex number) raises TypeError, a wrong value (0 iterations, a nan or negative rate)
+ValueError, as ``scalar_autograd.lsq.options`` does for the least-squares options.
 
 Example:
     >>> check_positive_float(0.1, "lr")
@@ -20,6 +22,8 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from scalar_autograd.value import Value
 
 
@@ -27,7 +31,11 @@ def check_real(x: Any, name: str) -> float:
     """``x`` as a float; it must be a real number (not bool) and not nan."""
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise TypeError(f"`{name}` must be a real number; got {type(x).__name__} {x!r}")
-    value = float(x)
+    try:
+        value = float(x)
+    except OverflowError:           # an int beyond the float range
+        raise ValueError(f"`{name}` must be a real number within the float range; got "
+                         f"{x!r}") from None
     if math.isnan(value):
         raise ValueError(f"`{name}` must not be nan; got {value!r}")
     return value
@@ -73,6 +81,47 @@ def check_betas(betas: Any) -> tuple[float, float]:
     if len(items) != 2:
         raise ValueError(f"`betas` must be a pair of floats; got {len(items)} values {items!r}")
     return check_unit_interval(items[0], "betas[0]"), check_unit_interval(items[1], "betas[1]")
+
+
+def check_real_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as a new float64 array whose entries are all real numbers.
+
+    Real numbers are floats, ints and bools (numpy's kinds ``f``, ``i``, ``u``, ``b``, or
+    objects that are ``numbers.Real``, as ``Value(True)`` accepts); complex numbers,
+    strings, bytes, None and other objects raise TypeError naming ``name`` (numpy would
+    drop an imaginary part with a ComplexWarning, or parse a string). The shape is not
+    checked. (The same rule as ``scalar_autograd.lsq.params.as_real_array``.)
+
+    Example:
+        >>> check_real_array([1, 2.5], "x0").tolist()
+        [1.0, 2.5]
+        >>> check_real_array(["1"], "x")
+        Traceback (most recent call last):
+        ...
+        TypeError: `x` must hold real numbers (int, float or bool); got str '1' (dtype <U1)
+    """
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"`{name}` must be an array-like of real numbers; got "
+                        f"{type(x).__name__} {x!r:.80}")
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError) as exc:      # ragged nesting, failing __array__
+        raise TypeError(f"`{name}` must be an array-like of real numbers; got "
+                        f"{type(x).__name__} ({exc})") from None
+    kind = a.dtype.kind
+    if kind not in "fiub":
+        # an object array may hold real numbers (Fraction, numpy scalars, big ints)
+        wrong = [v for v in a.flat if not isinstance(v, numbers.Real)] if kind == "O" \
+            else [v.item() if isinstance(v, np.generic) else v for v in a.flat[:1]]
+        if kind != "O" or wrong:
+            shown = f"{type(wrong[0]).__name__} {wrong[0]!r:.40}" if wrong else "no entries"
+            raise TypeError(f"`{name}` must hold real numbers (int, float or bool); got "
+                            f"{shown} (dtype {a.dtype})")
+    try:
+        return np.array(a, dtype=np.float64)
+    except OverflowError:
+        raise ValueError(f"`{name}` must hold numbers within the float range; got "
+                         f"{x!r:.80}") from None
 
 
 def check_positive_int(x: Any, name: str) -> int:
