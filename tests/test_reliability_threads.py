@@ -199,3 +199,54 @@ def test_gc_paused_nests_restores_and_survives_threads_and_errors() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_thread_makes_its_buffers_once_then_reuses_them(backend, monkeypatch):
+    """Calls from a thread other than the creating one used to make (and, on llvm, compile
+    a bound wrapper for) new buffers on every call; now each thread makes them once."""
+    f = _ik_function(backend)
+    kernel = f._entry.deriv_kernel()
+    binds: list[int] = []
+    original = type(kernel).bind
+
+    def counting_bind(self, *args, **kwargs):
+        binds.append(threading.get_ident())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(kernel), "bind", counting_bind)
+    rng = np.random.default_rng(9)
+    points, targets = rng.normal(size=(50, 8)), rng.normal(size=(50, 2))
+    expected = [f.value_and_grad(p, t) for p, t in zip(points, targets)]
+
+    def work(_: int) -> list:
+        return [f.value_and_grad(p, t) for p, t in zip(points, targets)]
+
+    for result in _run_in_threads(work, n_threads=3):
+        for (v, g), (ev, eg) in zip(result, expected):
+            assert v == ev
+            np.testing.assert_array_equal(g, eg)
+    assert len(binds) == 4                       # the main thread and each of the three
+    assert len(set(binds)) == 4
+
+
+def test_no_grad_in_one_thread_does_not_stop_recording_in_another():
+    inside, proceed = threading.Event(), threading.Event()
+    seen: dict[str, object] = {}
+
+    def holder() -> None:
+        with sa.no_grad():
+            inside.set()
+            proceed.wait(10)
+            seen["holder"] = (sa.Value(1.0, requires_grad=True) * 2).op
+
+    t = threading.Thread(target=holder)
+    t.start()
+    inside.wait(10)
+    x = sa.Value(3.0, requires_grad=True)
+    y = x * x                                    # recorded here while the other thread
+    assert sa.is_grad_enabled() and y.op is not None    # sits inside no_grad()
+    y.backward()
+    assert x.grad == 6.0
+    proceed.set()
+    t.join()
+    assert seen["holder"] is None                # and no_grad held in its own thread

@@ -11,6 +11,9 @@ Each :class:`Op` row holds everything the library knows about one operation:
 * ``lower``: how a code generator emits it: an infix symbol, a libm call by name, or an
   expansion into other ops (written against an algebra too, so ``eval`` of an expanded
   op *is* its expansion run on floats and the two can never disagree).
+* ``selects``: the partials are 0/1 indicators and the backward selects the incoming
+  gradient instead of multiplying it (``where``, ``relu``, ``min``, ``max``, ``clamp``);
+  see :func:`select_contribution`.
 * ``domain``: per-argument sampling intervals for generated tests.
 * ``doc``: the formula, the derivative and the convention at kinks, for the docs table.
 
@@ -80,9 +83,17 @@ class Op:
     method: str | None = ""
     """Name of the ``Value`` method (defaults to ``name``; ``None`` for n-ary ops)."""
     category: str = "arithmetic"
+    selects: bool = False
+    """The partials are 0/1 indicators (0.5 at a tie) and the backward *selects* the
+    incoming gradient: the contribution through an argument whose partial is 0 is exactly
+    0, even if the incoming gradient is inf or nan (``where``'s branches, ``relu``,
+    ``min``, ``max``, ``clamp``). So ``sqrt(relu(x))`` has derivative 0 at ``x = -1``, as
+    in PyTorch and JAX, not ``0 * inf = nan``. Every differentiator honours it the same
+    way: :func:`select_contribution`."""
     zero_partials: tuple[bool, ...] = ()
     """Per argument: is the partial the literal 0.0 whatever the inputs? (Filled in
-    below by probing the rule; such arguments receive no gradient contribution.)"""
+    below by probing the rule; such arguments receive no gradient contribution, and eager
+    ``backward()`` does not even walk into them.)"""
 
     def __post_init__(self) -> None:
         if not self.function:
@@ -107,6 +118,22 @@ class Algebra:
 
     def __repr__(self) -> str:
         return f"<Algebra {self.name}>"
+
+
+def select_contribution(m: Any, g: Any, p: Any) -> Any:
+    """The contribution ``g * p`` through an argument of a ``selects`` op, in algebra ``m``.
+
+    ``p`` is an indicator partial (0, 1, or 0.5 at a tie): where it is 0 the
+    contribution is exactly 0, even for an inf or nan incoming gradient ``g``; elsewhere
+    it is ``g * p``. In the IR this is ``where(p, g*p, 0.0)``, which the builder folds
+    when ``p`` is a constant; on floats it is ``g * p if p != 0 else 0.0`` (eager
+    ``backward()`` inlines that). Both give the same bits.
+
+    Example:
+        >>> select_contribution(FLOATS, float("inf"), 0.0), select_contribution(FLOATS, 3.0, 0.5)
+        (0.0, 1.5)
+    """
+    return m.where(p, g * p, 0.0)
 
 
 NAN = nx.NAN
@@ -223,6 +250,20 @@ def _d_max(m: Any, a: Any, b: Any, out: Any) -> tuple[Any, Any]:
     return m.gt(a, b) + tie, m.gt(b, a) + tie
 
 
+def _d_clamp(m: Any, x: Any, lo: Any, hi: Any, out: Any) -> tuple[Any, Any, Any]:
+    # The partials of the compiled expansion min(max(x, lo), hi), bounds inclusive for x:
+    # with lo > hi the result is hi whatever x and lo are.
+    return (m.mul(m.ge(x, lo), m.le(x, hi)),
+            m.mul(m.lt(x, lo), m.le(lo, hi)),
+            m.gt(m.max(x, lo), hi))
+
+
+def _d_pow(m: Any, x: Any, c: Any, out: Any) -> tuple[Any, Any]:
+    # c * x^(c-1) is 0 * inf = nan at x = 0, c = 0; x^0 is constant, so its derivative is 0
+    # (PyTorch's convention). c is usually a constant, and the IR folds the select away.
+    return m.where(m.eq(c, 0.0), 0.0, c * m.pow(x, c - 1.0)), 0.0
+
+
 def _d_atan2(m: Any, y: Any, x: Any, out: Any) -> tuple[Any, Any]:
     r2 = x * x + y * y
     return m.div(x, r2), -m.div(y, r2)
@@ -230,7 +271,8 @@ def _d_atan2(m: Any, y: Any, x: Any, out: Any) -> tuple[Any, Any]:
 
 def _d_pow_value(m: Any, a: Any, b: Any, out: Any) -> tuple[Any, Any]:
     log_a = m.where(m.eq(a, 0.0), 0.0, m.log(a))  # JAX's convention: d/db at a = 0 is 0
-    return b * m.pow(a, b - 1.0), out * log_a
+    d_a = m.where(m.eq(b, 0.0), 0.0, b * m.pow(a, b - 1.0))  # as pow: 0 (not nan) for b = 0
+    return d_a, out * log_a
 
 
 def _d_sum(m: Any, *args: Any, out: Any) -> tuple[Any, ...]:
@@ -259,11 +301,12 @@ OPS: tuple[Op, ...] = (
        "a / b (IEEE: 1/0 = inf, 0/0 = nan); d/da = 1/b, d/db = -a/b^2"),
     Op("neg", 1, operator.neg, lambda m, x, out: (-1.0,), _infix("neg"), (_R,),
        "-x; d/dx = -1"),
-    Op("pow", 2, nx.pow, lambda m, x, c, out: (c * m.pow(x, c - 1.0), 0.0), _call("pow"),
-       (_POS, _R),
-       "x ** c, c a constant (never computes log x); d/dx = c*x^(c-1); C99 pow at x <= 0"),
+    Op("pow", 2, nx.pow, _d_pow, _call("pow"), (_POS, _R),
+       "x ** c, c a constant (never computes log x); d/dx = c*x^(c-1), 0 for c = 0 (also "
+       "at x = 0); C99 pow at x <= 0"),
     Op("pow_value", 2, nx.pow, _d_pow_value, _call("pow"), (_POS, _R),
-       "x ** y, y a Value; d/dx = y*x^(y-1), d/dy = x^y*log x (taken as 0 at x = 0, as JAX)"),
+       "x ** y, y a Value; d/dx = y*x^(y-1) (0 for y = 0), d/dy = x^y*log x (taken as 0 at "
+       "x = 0, as JAX)"),
     Op("mod", 2, _from_expansion(_x_mod), lambda m, a, b, out: (1.0, -m.floor(m.div(a, b))),
        _expand(_x_mod), ((-5.0, 5.0), (0.5, 3.0)),
        "a % b, Python's floored modulo (sign of b; nan for b = 0); d/da = 1, "
@@ -289,21 +332,21 @@ OPS: tuple[Op, ...] = (
     Op("trunc", 1, nx.trunc, _zero(1), _call("trunc"), (_R,),
        "integer part, toward zero; derivative 0"),
     Op("min", 2, _from_expansion(_x_min), _d_min, _expand(_x_min), (_R, _R),
-       "smaller of a, b (nan if either is nan); d/da = 1 if a < b, 0.5 each at a tie",
-       function="minimum"),
+       "smaller of a, b (nan if either is nan); d/da = 1 if a < b, 0.5 each at a tie; "
+       "selects the gradient", function="minimum", selects=True),
     Op("max", 2, _from_expansion(_x_max), _d_max, _expand(_x_max), (_R, _R),
-       "larger of a, b (nan if either is nan); d/da = 1 if a > b, 0.5 each at a tie",
-       function="maximum"),
-    Op("clamp", 3, _from_expansion(_x_clamp),
-       lambda m, x, lo, hi, out: (m.mul(m.ge(x, lo), m.le(x, hi)), m.lt(x, lo), m.gt(x, hi)),
-       _expand(_x_clamp), (_R, (-4.0, -3.5), (3.5, 4.0)),
-       "x limited to [lo, hi] (nan if any is nan); d/dx = 1 for lo <= x <= hi (bounds "
-       "inclusive, as PyTorch), "
-       "d/dlo = 1 for x < lo, d/dhi = 1 for x > hi"),
+       "larger of a, b (nan if either is nan); d/da = 1 if a > b, 0.5 each at a tie; "
+       "selects the gradient", function="maximum", selects=True),
+    Op("clamp", 3, _from_expansion(_x_clamp), _d_clamp, _expand(_x_clamp),
+       (_R, (-4.0, -3.5), (3.5, 4.0)),
+       "min(max(x, lo), hi) (nan if any is nan; hi when lo > hi); d/dx = 1 for "
+       "lo <= x <= hi (bounds inclusive, as PyTorch), d/dlo = 1 for x < lo <= hi, "
+       "d/dhi = 1 for max(x, lo) > hi; selects the gradient", selects=True),
     # activations
     Op("relu", 1, _from_expansion(_x_relu), lambda m, x, out: (m.gt(x, 0.0),),
-       _expand(_x_relu), (_R,), "max(x, 0) (nan stays nan); d/dx = 1 for x > 0, relu'(0) = 0",
-       category="activation"),
+       _expand(_x_relu), (_R,),
+       "max(x, 0) (nan stays nan); d/dx = 1 for x > 0, relu'(0) = 0; selects the gradient",
+       category="activation", selects=True),
     Op("tanh", 1, nx.tanh, lambda m, x, out: (1.0 - out * out,), _call("tanh"), (_R,),
        "tanh x; d/dx = 1 - tanh^2 x", category="activation"),
     Op("sigmoid", 1, _from_expansion(_x_sigmoid), lambda m, x, out: (out * (1.0 - out),),
@@ -359,8 +402,9 @@ OPS: tuple[Op, ...] = (
        "1.0 if a <= b else 0.0; derivative 0", category="comparison"),
     Op("where", 3, _where, lambda m, c, a, b, out: (0.0, m.ne(c, 0.0), m.eq(c, 0.0)),
        _infix("select"), ((-1.0, 1.0), _R, _R),
-       "a if cond != 0 else b (nan counts as true); gradient flows to the selected branch",
-       category="comparison"),
+       "a if cond != 0 else b (nan counts as true); the gradient is selected into the "
+       "taken branch (the other gets exactly 0, even from an inf or nan gradient)",
+       category="comparison", selects=True),
     # reductions
     Op("sum", VARIADIC, _sum, _d_sum, _infix("+"), (_R,),
        "a0 + a1 + ... left to right, one node; sum of nothing is 0; d/dai = 1",
@@ -419,3 +463,12 @@ def _structural_zeros(op: Op) -> tuple[bool, ...]:
 for _op in OPS:
     object.__setattr__(_op, "zero_partials", _structural_zeros(_op))
 del _op
+
+ZERO_PARTIAL_OPS: frozenset[Op] = frozenset(op for op in OPS if any(op.zero_partials))
+"""The ops with at least one structurally zero partial (comparisons, step functions,
+``stop_gradient``, ``where``, ``pow``, ``copysign``, ...): eager ``backward()`` does not
+walk into those arguments."""
+
+ZERO_PARTIAL_OPS_AND_NONE: frozenset[Op | None] = frozenset({*ZERO_PARTIAL_OPS, None})
+""":data:`ZERO_PARTIAL_OPS` and ``None`` (a leaf's op), so that eager ``backward()``'s
+walk needs one set lookup per node for its two rare cases."""

@@ -22,7 +22,9 @@ from collections.abc import Iterable
 from typing import Any, Union
 
 from scalar_autograd import ops as _ops
-from scalar_autograd.modes import STATE
+from scalar_autograd import tracing as _tracing
+from scalar_autograd.modes import DEFAULT as _DEFAULT
+from scalar_autograd.modes import current as _mode
 from scalar_autograd.ops import FLOATS, Op
 
 ValueLike = Union["Value", float, int]
@@ -30,7 +32,7 @@ ValueLike = Union["Value", float, int]
 
 _isfinite = math.isfinite
 _new = object.__new__
-_STATE = STATE
+_active_trace = _tracing.active_trace
 
 
 def _check_number(data: Any, name: str) -> float:
@@ -96,7 +98,8 @@ class Value:
         v.grad = 0.0
         v.label = ""
         v.param_name = None
-        if _STATE.grad_enabled:
+        mode = _mode()
+        if mode.grad_enabled:
             v.op = op
             v.args = args
             rg = False
@@ -106,10 +109,14 @@ class Value:
                     break
             v.requires_grad = rg
         else:
+            trace = _active_trace()
+            if trace is not None and any([trace.depends(a) for a in args]):
+                raise _tracing.concretization_error(
+                    f"{op.name} under no_grad()")  # its result would be a frozen constant
             v.op = None
             v.args = ()
             v.requires_grad = False
-        if _STATE.anomaly and not _isfinite(data):
+        if mode.anomaly and not _isfinite(data):
             _raise_anomaly(op, args, data)
         return v
 
@@ -123,13 +130,42 @@ class Value:
         return f"Value(data={self.data!r}, grad={self.grad!r}{label})"
 
     def __float__(self) -> float:
+        trace = _active_trace()
+        if trace is not None and trace.depends(self):
+            raise _tracing.concretization_error("float()")
         return self.data
 
+    def __int__(self) -> int:
+        trace = _active_trace()
+        if trace is not None and trace.depends(self):
+            raise _tracing.concretization_error("int()")
+        return int(self.data)
+
+    def __index__(self) -> int:
+        trace = _active_trace()
+        if trace is not None and trace.depends(self):
+            raise _tracing.concretization_error("operator.index()")
+        raise TypeError(f"a Value cannot be used as an index (it holds a float, "
+                        f"{self.data!r}); use int(v)")
+
     def __bool__(self) -> bool:
+        """Whether ``data`` is non-zero (nan is true).
+
+        While a function is traced (``sa.jit``), the outcome is recorded as a guard that
+        the compiled code checks on every call; outside a trace, the leaves the value
+        depends on are marked so ``sa.compile`` can warn that a branch was frozen.
+        """
+        trace = _active_trace()
+        if trace is not None:
+            return trace.branch(self)
+        _tracing.mark_branch(self)
         return self.data != 0.0
 
     def item(self) -> float:
-        """The float value (as ``torch.Tensor.item``)."""
+        """The float value (as ``torch.Tensor.item``); refused on a traced value."""
+        trace = _active_trace()
+        if trace is not None and trace.depends(self):
+            raise _tracing.concretization_error(".item()")
         return self.data
 
     def detach(self) -> Value:
@@ -164,27 +200,33 @@ class Value:
                 "backward() needs a value that depends on a leaf with requires_grad=True; "
                 "create parameters as Value(x, requires_grad=True)"
             )
-        order = _grad_order(self)
+        order = _grad_order(self)  # computed nodes only
         for node in order:
-            if node.op is not None:
-                node.grad = 0.0
+            node.grad = 0.0
         self.grad += seed
-        anomaly = STATE.anomaly
+        anomaly = _mode().anomaly
         floats = FLOATS
         for node in reversed(order):
-            op = node.op
-            if op is None:
-                continue
+            op: Op = node.op  # type: ignore[assignment]  # never None: no leaves in order
             g = node.grad
             args = node.args
             zeros = op.zero_partials
-            if len(args) == 2:
+            selects = op.selects
+            if len(args) == 2 and not selects:
                 a, b = args
                 pa, pb = op.partials(floats, a.data, b.data, out=node.data)
                 if a.requires_grad and not zeros[0]:
                     a.grad += g * pa
                 if b.requires_grad and not zeros[1]:
                     b.grad += g * pb
+            elif selects:
+                # Indicator partials select g: where p is 0 the contribution is 0, never
+                # 0 * inf (ops.select_contribution). Skipping it equals adding +0.0: a
+                # grad starts at +0.0 and sums of floats from there are never -0.0.
+                partials = op.partials(floats, *[a.data for a in args], out=node.data)
+                for arg, p, zero in zip(args, partials, zeros):
+                    if p != 0.0 and not zero and arg.requires_grad:
+                        arg.grad += g * p
             else:
                 partials = op.partials(floats, *[a.data for a in args], out=node.data)
                 variadic = op.arity == _ops.VARIADIC
@@ -197,7 +239,7 @@ class Value:
     # ------------------------------------------------------------------ operators
     def __add__(self, other: ValueLike) -> Value:
         o = other if isinstance(other, Value) else _const(other)
-        if not _STATE.grad_enabled or _STATE.anomaly:
+        if _mode() is not _DEFAULT:
             return Value._node(self.data + o.data, _ADD, (self, o))
         v = _new(Value)
         v.data = self.data + o.data
@@ -215,7 +257,7 @@ class Value:
 
     def __sub__(self, other: ValueLike) -> Value:
         o = other if isinstance(other, Value) else _const(other)
-        if not _STATE.grad_enabled or _STATE.anomaly:
+        if _mode() is not _DEFAULT:
             return Value._node(self.data - o.data, _SUB, (self, o))
         v = _new(Value)
         v.data = self.data - o.data
@@ -233,7 +275,7 @@ class Value:
 
     def __mul__(self, other: ValueLike) -> Value:
         o = other if isinstance(other, Value) else _const(other)
-        if not _STATE.grad_enabled or _STATE.anomaly:
+        if _mode() is not _DEFAULT:
             return Value._node(self.data * o.data, _MUL, (self, o))
         v = _new(Value)
         v.data = self.data * o.data
@@ -570,19 +612,28 @@ def clamp(x: ValueLike, lo: ValueLike, hi: ValueLike) -> Value:
 
 
 def _grad_order(root: Value) -> list[Value]:
-    """Nodes that require grad reachable from ``root``, arguments first (iterative).
+    """The computed nodes the gradient of ``root`` flows through, arguments first.
 
-    The set holds the nodes themselves: hashing by identity (``object.__hash__``, distinct
-    for distinct live objects, so ``Value.__eq__`` is never consulted) is several times
-    faster than building ``id()`` ints. A ``None`` on the stack marks "all arguments of
-    the node below are done". Arguments are pushed last-first and marked when popped, so
-    the order is exactly that of a recursive depth-first search (and gradients are
-    accumulated in the same order as before).
+    A node is included when it is computed by an op, requires grad and is reached from
+    ``root`` along a path of arguments whose partial is not structurally zero
+    (``Op.zero_partials``): the walk does not descend through comparisons, ``floor``,
+    ``sign``, ``stop_gradient`` or ``where``'s condition, so nodes behind them (reached
+    by no other path) never send ``0 * inf`` into the leaves. A node also reached by a
+    non-zero path is visited. Leaves are left out: ``backward()`` adds to their ``grad``
+    from their consumers and never walks them.
+
+    The walk is iterative. The set holds the nodes themselves: hashing by identity
+    (``object.__hash__``, distinct for distinct live objects, so ``Value.__eq__`` is
+    never consulted) is several times faster than building ``id()`` ints. A ``None`` on
+    the stack marks "all arguments of the node below are done". Arguments are pushed
+    last-first and marked when popped, so the order is exactly that of a recursive
+    depth-first search (and gradients are accumulated in the same order as before).
     """
     order: list[Value] = []
     visited: set[Value] = set()
     stack: list[Value | None] = [root]
     push, pop, mark, emit = stack.append, stack.pop, visited.add, order.append
+    special = _ops.ZERO_PARTIAL_OPS_AND_NONE  # one test for the two rare cases
     while stack:
         node = pop()
         if node is None:
@@ -591,6 +642,19 @@ def _grad_order(root: Value) -> list[Value]:
         if node in visited:  # pushed twice before it was expanded
             continue
         mark(node)
+        op = node.op
+        if op in special:
+            if op is None:  # a leaf: marked (so pushed once), never emitted
+                continue
+            push(node)
+            push(None)
+            args = node.args  # skip the arguments whose partial is structurally zero
+            zeros = op.zero_partials
+            for k in range(len(args) - 1, -1, -1):
+                child = args[k]
+                if not zeros[k] and child.requires_grad and child not in visited:
+                    push(child)
+            continue
         push(node)
         push(None)
         for child in reversed(node.args):

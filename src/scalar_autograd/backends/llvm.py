@@ -100,8 +100,11 @@ def instruction(kind: str, name: str, args: list[str], declarations: set[str],
                 temp: str) -> list[str]:
     """LLVM IR lines computing op ``kind`` of operands ``args`` into SSA value ``name``.
 
-    ``declarations`` collects the libm/intrinsic declarations needed; ``temp`` prefixes
-    intermediate names (n-ary sums).
+    ``declarations`` collects the libm/intrinsic declarations needed. The lines define
+    ``name`` and, for intermediate results, only names that start with ``temp`` (``temp``
+    followed by a digit for the partial sums of an n-ary sum, by a letter otherwise).
+    The caller picks ``name`` and ``temp`` from name spaces of its own, so no other
+    definition in the function can clash with them.
     """
     lowering = OPS_BY_NAME[kind].lower
     sym = lowering.symbol
@@ -119,11 +122,11 @@ def instruction(kind: str, name: str, args: list[str], declarations: set[str],
         if sym == "neg":
             return [f"  {name} = fneg double {args[0]}"]
         if sym == "select":
-            return [f"  {name}.c = fcmp une double {args[0]}, 0.0",
-                    f"  {name} = select i1 {name}.c, double {args[1]}, double {args[2]}"]
+            return [f"  {temp}c = fcmp une double {args[0]}, 0.0",
+                    f"  {name} = select i1 {temp}c, double {args[1]}, double {args[2]}"]
         if sym in _FCMP:
-            return [f"  {name}.c = fcmp {_FCMP[sym]} double {args[0]}, {args[1]}",
-                    f"  {name} = uitofp i1 {name}.c to double"]
+            return [f"  {temp}c = fcmp {_FCMP[sym]} double {args[0]}, {args[1]}",
+                    f"  {name} = uitofp i1 {temp}c to double"]
         raise ValueError(f"unknown infix symbol {sym!r} of op {kind}")
     if lowering.kind == "call":
         if sym == "fmod":
@@ -131,11 +134,11 @@ def instruction(kind: str, name: str, args: list[str], declarations: set[str],
         if sym == "copysign":   # a NaN sign source counts as positive (numerics.copysign)
             declarations.add("declare double @llvm.copysign.f64(double, double)")
             declarations.add("declare double @llvm.fabs.f64(double)")
-            return [f"  {name}.n = fcmp uno double {args[1]}, 0.0",
-                    f"  {name}.s = call double @llvm.copysign.f64(double {args[0]}, "
+            return [f"  {temp}n = fcmp uno double {args[1]}, 0.0",
+                    f"  {temp}s = call double @llvm.copysign.f64(double {args[0]}, "
                     f"double {args[1]})",
-                    f"  {name}.a = call double @llvm.fabs.f64(double {args[0]})",
-                    f"  {name} = select i1 {name}.n, double {name}.a, double {name}.s"]
+                    f"  {temp}a = call double @llvm.fabs.f64(double {args[0]})",
+                    f"  {name} = select i1 {temp}n, double {temp}a, double {temp}s"]
         fn, arity = _INTRINSIC.get(sym, (sym, _LIBM_ARITY.get(sym, 1)))
         declarations.add(f"declare double @{fn}({', '.join(['double'] * arity)})")
         call_args = ", ".join(f"double {a}" for a in args)
@@ -208,6 +211,12 @@ def generate(program: Program) -> tuple[str, int]:
 
     declarations: set[str] = set()
     out: list[str] = []
+    # SSA names of a chunk, one prefix per role so no two can clash (an op may use its
+    # temp prefix for several intermediates, see instruction()):
+    #   %v{i}  value of node i          %t{i}.*  temporaries of node i's instruction
+    #   %l{a}  node a loaded here       %lp{a}   address it is loaded from
+    #   %sp{i} scratch slot of node i   %o{j}    address of output j
+    # (%x %u %val %der %s are the function's parameters.)
 
     def operand(a: int, local: dict[int, str]) -> str:
         kind, payload = nodes[a]
@@ -228,8 +237,8 @@ def generate(program: Program) -> tuple[str, int]:
                 base, idx = ("%x", payload) if payload < n_params else ("%u", payload - n_params)
             else:
                 base, idx = "%s", scratch_slot[a]
-            body.append(f"  {name}.p = getelementptr inbounds double, ptr {base}, i64 {idx}")
-            body.append(f"  {name} = load double, ptr {name}.p")
+            body.append(f"  %lp{a} = getelementptr inbounds double, ptr {base}, i64 {idx}")
+            body.append(f"  {name} = load double, ptr %lp{a}")
             local[a] = name
 
         for i in members[c]:
@@ -241,9 +250,9 @@ def generate(program: Program) -> tuple[str, int]:
             body.extend(instruction(kind, name, args, declarations, f"%t{i}."))
             local[i] = name
             if i in scratch_slot:
-                body.append(f"  {name}.s = getelementptr inbounds double, ptr %s, "
+                body.append(f"  %sp{i} = getelementptr inbounds double, ptr %s, "
                             f"i64 {scratch_slot[i]}")
-                body.append(f"  store double {name}, ptr {name}.s")
+                body.append(f"  store double {name}, ptr %sp{i}")
         for j, (o, target, index) in enumerate(stores[c]):
             load(o)
             body.append(f"  %o{j} = getelementptr inbounds double, ptr %{target}, i64 {index}")

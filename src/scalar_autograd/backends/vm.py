@@ -51,7 +51,7 @@ def _vm_source() -> str:
     for code, name in enumerate(OPCODES):
         label = f"case{code}"
         cases.append(f"i32 {code}, label %{label}")
-        result = f"%r{code}"
+        result = f"%r{code}"  # defines %r{code}, %r{code}.p (leaves), %r{code}.t* (ops)
         if name in ("input_x", "input_u", "const"):
             base = {"input_x": "%x", "input_u": "%u", "const": "%consts"}[name]
             lines = [f"  {result}.p = getelementptr inbounds double, ptr {base}, i64 %a",

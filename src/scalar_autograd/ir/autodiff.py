@@ -3,7 +3,10 @@
 The derivative of a program is another program: the rules run on the IR algebra, so
 gradient code is more IR, hash-consed and folded like the rest. Contributions through
 an argument whose partial is structurally zero (comparisons, ``floor``, ``where``'s
-condition, ...) are left out, exactly as eager ``backward()`` does.
+condition, ...) are left out, exactly as eager ``backward()`` does; through the
+arguments of an op that ``selects`` (``where``'s branches, ``relu``, ``min``, ``max``,
+``clamp``) the gradient is selected, ``where(p, g*p, 0.0)``, not multiplied by its 0/1
+indicator ``p``, so an inf or nan gradient does not leak into the branch not taken.
 
 Example:
     >>> import scalar_autograd as sa
@@ -20,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from scalar_autograd.ir.program import Builder, Program, Var, copy_program, ir_algebra
-from scalar_autograd.ops import OPS_BY_NAME, Algebra
+from scalar_autograd.ops import OPS_BY_NAME, Algebra, select_contribution
 
 
 def _copy_primal(program: Program, lower: bool) -> tuple[Builder, Algebra, list[int],
@@ -46,11 +49,21 @@ def _partials(m: Any, builder: Builder, kind: str, args: list[int], out: int) ->
     return op.partials(m, *[Var(builder, a) for a in args], out=Var(builder, out))
 
 
-def reverse(program: Program, lower: bool = False) -> Program:
+def _n_diff(program: Program, n_diff: int | None) -> int:
+    if n_diff is None:
+        return program.n_values
+    if not 0 <= n_diff <= program.n_values:
+        raise ValueError(f"n_diff must be in [0, {program.n_values}]; got {n_diff}")
+    return n_diff
+
+
+def reverse(program: Program, lower: bool = False, n_diff: int | None = None) -> Program:
     """Values and Jacobian (row-major, one row per value output) by reverse mode.
 
     One backward sweep per value output; best when outputs are few. With ``lower``,
     the result is emitted with expansions already lowered (one pass instead of two).
+    ``n_diff``: differentiate only the first ``n_diff`` value outputs (the rest, such
+    as guard predicates, are computed but get no Jacobian rows); default all.
     """
     builder, m, ids, active = _copy_primal(program, lower)
     nodes = program.nodes
@@ -58,7 +71,7 @@ def reverse(program: Program, lower: bool = False) -> Program:
     param_node = {payload: i for i, (kind, payload) in enumerate(nodes)
                   if kind == "input" and payload < n_params}
     derivs: list[int] = []
-    for out in program.outputs[: program.n_values]:
+    for out in program.outputs[: _n_diff(program, n_diff)]:
         adjoint: dict[int, Any] = {}
         if active[out]:
             adjoint[out] = 1.0
@@ -74,10 +87,14 @@ def reverse(program: Program, lower: bool = False) -> Program:
             args = [ids[a] for a in payload]
             partials = _partials(m, builder, kind, args, ids[i])
             zeros = op.zero_partials
+            selects = op.selects
             for k, a in enumerate(payload):
                 if not active[a] or zeros[k if k < len(zeros) else -1]:
                     continue
-                contribution = g * partials[k]
+                if selects:
+                    contribution = select_contribution(m, g, partials[k])
+                else:
+                    contribution = g * partials[k]
                 previous = adjoint.get(a)
                 adjoint[a] = contribution if previous is None else previous + contribution
         for p in range(n_params):
@@ -87,10 +104,11 @@ def reverse(program: Program, lower: bool = False) -> Program:
     return builder.build(values + derivs, program.n_values)
 
 
-def forward(program: Program, lower: bool = False) -> Program:
+def forward(program: Program, lower: bool = False, n_diff: int | None = None) -> Program:
     """Values and Jacobian (row-major) by forward mode: one tangent sweep per param.
 
-    Best when there are more outputs than params. ``lower`` as for :func:`reverse`.
+    Best when there are more outputs than params. ``lower`` and ``n_diff`` as for
+    :func:`reverse`.
     """
     builder, m, ids, active = _copy_primal(program, lower)
     nodes = program.nodes
@@ -110,18 +128,19 @@ def forward(program: Program, lower: bool = False) -> Program:
                 continue
             partials = _partials(m, builder, kind, [ids[a] for a in payload], ids[i])
             zeros = op.zero_partials
+            selects = op.selects
             total: Any = None
             for k, a in enumerate(payload):
                 t = tangent[a]
                 if t is None or zeros[k if k < len(zeros) else -1]:
                     continue
-                term = partials[k] * t
+                term = select_contribution(m, t, partials[k]) if selects else partials[k] * t
                 total = term if total is None else total + term
             tangent[i] = total
         columns.append([
             builder.lift(tangent[o]) if tangent[o] is not None else builder.const(0.0)
-            for o in program.outputs[: program.n_values]
+            for o in program.outputs[: _n_diff(program, n_diff)]
         ])
-    derivs = [columns[p][r] for r in range(program.n_values) for p in range(n_params)]
+    derivs = [columns[p][r] for r in range(_n_diff(program, n_diff)) for p in range(n_params)]
     values = [ids[o] for o in program.outputs[: program.n_values]]
     return builder.build(values + derivs, program.n_values)

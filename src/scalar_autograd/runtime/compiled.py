@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from scalar_autograd.ir.passes import lower
 from scalar_autograd.ir.program import Program
 from scalar_autograd.ir.trace import trace
 from scalar_autograd.runtime.cache import KERNELS
+from scalar_autograd.tracing import FrozenBranchWarning, branch_site
 from scalar_autograd.value import Value
 
 _F64 = np.dtype(np.float64)
@@ -66,11 +68,16 @@ def _check_leaves(values: list[Value], name: str) -> None:
 
 
 class _Entry:
-    """What the cache holds for one forward program: its kernels, built lazily."""
+    """What the cache holds for one forward program: its kernels, built lazily.
 
-    def __init__(self, program: Program, backend: str) -> None:
+    The last ``n_aux`` value outputs are auxiliary (guard predicates of ``sa.jit``):
+    computed with the values, never differentiated.
+    """
+
+    def __init__(self, program: Program, backend: str, n_aux: int = 0) -> None:
         self.program = program
         self.backend = backend
+        self.n_aux = n_aux
         self._lock = threading.Lock()
         self._value: Kernel | None = None
         self._deriv: Kernel | None = None
@@ -87,8 +94,10 @@ class _Entry:
             with self._lock:
                 if self._deriv is None:
                     p = self.program
-                    mode = autodiff.reverse if p.n_values <= p.n_params else autodiff.forward
-                    self._deriv = get_backend(self.backend).compile(mode(p, lower=True))
+                    n_diff = p.n_values - self.n_aux
+                    mode = autodiff.reverse if n_diff <= p.n_params else autodiff.forward
+                    self._deriv = get_backend(self.backend).compile(
+                        mode(p, lower=True, n_diff=n_diff))
         return self._deriv
 
 
@@ -113,7 +122,8 @@ class CompiledFunction:
     Create it with :func:`compile`. ``x`` is the params' values in order and
     ``inputs`` the runtime inputs' values (``None``: the input leaves' current
     ``.data``); both accept sequences or float64 arrays. Calls from several threads
-    are safe; the native code runs with the GIL released.
+    are safe and equally fast: each thread gets its own buffers (and bound native
+    call) on its first call; the native code runs with the GIL released.
 
     Attributes:
         params: the param leaves, in order.
@@ -132,10 +142,8 @@ class CompiledFunction:
         self.inputs = tuple(inputs)
         self.n_params = entry.program.n_params
         self.n_inputs = entry.program.n_inputs
-        self.n_outputs = entry.program.n_values
-        self._owner = threading.get_ident()
-        self._vbuf: _Buffers | None = None
-        self._dbuf: _Buffers | None = None
+        self.n_outputs = entry.program.n_values - entry.n_aux
+        self._local = threading.local()
 
     # ------------------------------------------------------------------ introspection
     @property
@@ -154,19 +162,14 @@ class CompiledFunction:
 
     # ------------------------------------------------------------------ buffers
     def _buffers(self, deriv: bool) -> _Buffers:
-        """This thread's buffers: cached for the creating thread, fresh for others."""
-        if threading.get_ident() == self._owner:
-            if deriv:
-                if self._dbuf is None:
-                    self._dbuf = _Buffers(self._entry.deriv_kernel(), self.n_params,
-                                          self.n_inputs)
-                return self._dbuf
-            if self._vbuf is None:
-                self._vbuf = _Buffers(self._entry.value_kernel(), self.n_params,
-                                      self.n_inputs)
-            return self._vbuf
-        kernel = self._entry.deriv_kernel() if deriv else self._entry.value_kernel()
-        return _Buffers(kernel, self.n_params, self.n_inputs)
+        """This thread's buffers (made on the thread's first call, then reused)."""
+        local = self._local
+        b: _Buffers | None = getattr(local, "d" if deriv else "v", None)
+        if b is None:
+            kernel = self._entry.deriv_kernel() if deriv else self._entry.value_kernel()
+            b = _Buffers(kernel, self.n_params, self.n_inputs)
+            setattr(local, "d" if deriv else "v", b)
+        return b
 
     def _load(self, b: _Buffers, x: Any, inputs: Any) -> None:
         _fill(b.x, x, "x")
@@ -276,6 +279,9 @@ class CompiledFunction:
             >>> step(); float(v[0]), float(g[0])
             (9.0, 6.0)
         """
+        if self._entry.n_aux:
+            raise ValueError("bind is not available for a guarded specialisation of "
+                             "sa.jit (its guards must be checked on every call)")
         kernel = self._entry.deriv_kernel()
         _check_out(x, (self.n_params,), "x")
         _check_out(grad, (self.n_outputs * self.n_params,), "grad")
@@ -309,26 +315,75 @@ class CompiledFunction:
 
         The loop over rows runs inside the native code.
         """
+        V, _ = self._batch_raw(X, U, deriv=False)
+        return V[:, : self.n_outputs] if self._entry.n_aux else V
+
+    def _batch_raw(self, X: Any, U: Any, deriv: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Every value output (auxiliary ones included) and the derivatives, per row."""
         X, U = self._batch_args(X, U)
-        kernel = self._entry.value_kernel()
-        V = np.empty((X.shape[0], self.n_outputs))
-        D = np.empty((X.shape[0], 0))
+        kernel = self._entry.deriv_kernel() if deriv else self._entry.value_kernel()
+        program = kernel.program
+        V = np.empty((X.shape[0], program.n_values))
+        D = np.empty((X.shape[0], program.n_derivs))
         kernel.run_batch(X, U, V, D, np.zeros(max(kernel.n_scratch, 1)))
-        return V
+        return V, D
 
     def batch_jacobian(self, X: Any, U: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Values ``(N, m)`` and Jacobians ``(N, m, n)`` for every row of ``X`` and ``U``."""
-        X, U = self._batch_args(X, U)
-        kernel = self._entry.deriv_kernel()
-        n = X.shape[0]
-        V = np.empty((n, self.n_outputs))
-        D = np.empty((n, self.n_outputs * self.n_params))
-        kernel.run_batch(X, U, V, D, np.zeros(max(kernel.n_scratch, 1)))
-        return V, D.reshape(n, self.n_outputs, self.n_params)
+        V, D = self._batch_raw(X, U, deriv=True)
+        if self._entry.n_aux:
+            V = V[:, : self.n_outputs]
+        return V, D.reshape(V.shape[0], self.n_outputs, self.n_params)
 
 
 def _fill(buf: np.ndarray, x: Any, name: str) -> None:
+    """Copy ``x``, ``n`` real numbers, into the float64 buffer ``buf`` of length ``n``.
+
+    Real numbers are floats, ints and bools (numpy's kinds ``f``, ``i``, ``u``, ``b``,
+    or objects that are ``numbers.Real``, as ``Value(True)`` accepts). Complex numbers,
+    strings, bytes, None and other objects raise TypeError naming ``name``: numpy would
+    drop an imaginary part (with a ComplexWarning) or parse a string. A float64 array,
+    the hot path of ``value_and_grad``, costs one identity test of its dtype (so does
+    any array-like whose ``dtype`` is float64); a list or tuple of Python floats, ints
+    and bools one pass over the entries' types.
+    """
     n = buf.shape[0]
+    if getattr(x, "dtype", None) is not _F64:     # float64 arrays skip every check
+        # a list or tuple of Python floats, ints and bools: numpy converts it exactly
+        plain_numbers = type(x) is list or type(x) is tuple
+        if plain_numbers:
+            for v in x:
+                t = type(v)
+                if t is not float and t is not int and t is not bool:
+                    plain_numbers = False
+                    break
+        if not plain_numbers:
+            if isinstance(x, (str, bytes)):
+                raise TypeError(f"{name} must be a sequence or array of {n} real numbers; "
+                                f"got {type(x).__name__} {x!r:.80}")
+            if not isinstance(x, np.ndarray):
+                try:
+                    len(x)
+                except TypeError:
+                    raise TypeError(f"{name} must be a sequence or array of {n} numbers; "
+                                    f"got {type(x).__name__}") from None
+                try:
+                    x = np.asarray(x)
+                except (TypeError, ValueError) as exc:       # ragged nesting
+                    raise TypeError(f"{name} must hold {n} real numbers; got {x!r:.80} "
+                                    f"({exc})") from None
+            kind = x.dtype.kind
+            if kind not in "fiub":
+                import numbers
+
+                # an object array may hold real numbers (Fraction, numpy scalars)
+                wrong = [v for v in x.flat if not isinstance(v, numbers.Real)] \
+                    if kind == "O" else list(x.flat[:1])
+                if kind != "O" or wrong:
+                    shown = f"{type(wrong[0]).__name__} {wrong[0]!r:.40}" if wrong \
+                        else "no entries"
+                    raise TypeError(f"{name} must hold {n} real numbers (int, float or "
+                                    f"bool); got {shown} (dtype {x.dtype})")
     try:
         length = len(x)
     except TypeError:
@@ -353,8 +408,32 @@ def _check_out(a: Any, shape: tuple[int, ...], name: str) -> None:
 
 
 def _matrix(a: Any, cols: int, name: str) -> np.ndarray:
+    """``a`` as a C-contiguous float64 ``(N, cols)`` array (no copy when it is one).
+
+    The entries must be real numbers, as for :func:`_fill`: complex numbers, strings,
+    bytes and other objects raise TypeError naming ``name``.
+    """
+    if isinstance(a, (str, bytes)):
+        raise TypeError(f"{name} must be a 2-D array of real numbers; got "
+                        f"{type(a).__name__} {a!r:.80}")
     try:
-        m = np.ascontiguousarray(a, dtype=np.float64)
+        m = np.asarray(a)
+    except (TypeError, ValueError):      # ragged nesting
+        raise TypeError(f"{name} must be a 2-D array of numbers; got {type(a).__name__}") \
+            from None
+    kind = m.dtype.kind
+    if kind not in "fiub":
+        import numbers
+
+        # an object array may hold real numbers (Fraction, numpy scalars)
+        wrong = [v for v in m.flat if not isinstance(v, numbers.Real)] \
+            if kind == "O" else list(m.flat[:1])
+        if kind != "O" or wrong:
+            shown = f"{type(wrong[0]).__name__} {wrong[0]!r:.40}" if wrong else "no entries"
+            raise TypeError(f"{name} must be a 2-D array of real numbers (int, float or "
+                            f"bool); got {shown} (dtype {m.dtype})")
+    try:
+        m = np.ascontiguousarray(m, dtype=np.float64)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a 2-D array of numbers; got {type(a).__name__}") \
             from None
@@ -363,9 +442,27 @@ def _matrix(a: Any, cols: int, name: str) -> np.ndarray:
     return m
 
 
-def _entry_for(program: Program, backend: str) -> _Entry:
+def _entry_for(program: Program, backend: str, n_aux: int = 0) -> _Entry:
     name = get_backend(backend).name  # validates the name; resolves "auto"
-    return KERNELS.get_or_create((name, program.key()), lambda: _Entry(program, name))  # type: ignore[no-any-return]
+    return KERNELS.get_or_create(  # type: ignore[no-any-return]
+        (name, program.key(), n_aux), lambda: _Entry(program, name, n_aux))
+
+
+def _check_frozen_branches(leaves: list[Value], name: str, strict: bool) -> None:
+    """Warn (or raise) when a Python branch depended on one of ``leaves``."""
+    for i, leaf in enumerate(leaves):
+        site = branch_site(leaf)
+        if site is None:
+            continue
+        message = (f"a Python branch (bool() of a Value depending on {name}[{i}]) ran at "
+                   f"{site} before sa.compile: its outcome is frozen into the compiled "
+                   f"code. Use sa.where(cond, a, b) so the branch stays a branch, or "
+                   f"sa.jit(fn), which records branches as guards and re-traces when "
+                   f"they change")
+        if strict:
+            raise ValueError(message)
+        warnings.warn(message, FrozenBranchWarning, stacklevel=3)
+        return
 
 
 def compile(  # noqa: A001 - the public name the API asks for
@@ -374,13 +471,18 @@ def compile(  # noqa: A001 - the public name the API asks for
     inputs: Sequence[Value] = (),
     *,
     backend: str = "auto",
+    strict: bool = False,
 ) -> CompiledFunction:
     """Compile a graph into a :class:`CompiledFunction` of ``params`` (and ``inputs``).
 
     Every leaf that is neither a param nor an input is a constant frozen at compile
-    time: change it and compile again. Python control flow on ``.data`` is frozen too;
-    use ``sa.where`` for a branch that stays a branch. Compiling a structurally
-    identical graph again reuses the cached kernels.
+    time: change it and compile again. A graph is one path through the Python code
+    that built it: when a ``bool()`` of a Value depending on the params or inputs ran
+    (an ``if``, builtin ``min``/``max``), that branch is frozen, and ``compile`` warns
+    with :class:`~scalar_autograd.FrozenBranchWarning` naming the line (``strict=True``
+    raises instead). Use ``sa.where`` for a branch that stays a branch, or
+    :func:`scalar_autograd.jit`, which re-traces when a branch changes. Compiling a
+    structurally identical graph again reuses the cached kernels.
 
     Args:
         outputs: a ``Value`` or a sequence of ``Value``s.
@@ -389,11 +491,12 @@ def compile(  # noqa: A001 - the public name the API asks for
             ``Value``s, none of them a param.
         backend: ``"llvm"`` (native), ``"python"`` (generated Python), ``"interpreter"``
             (reference), or ``"auto"`` (llvm when llvmlite imports, else python).
+        strict: raise ``ValueError`` instead of warning about a frozen branch.
 
     Raises:
         TypeError: for anything but Values where Values are needed.
-        ValueError: for non-leaf, duplicated or overlapping params/inputs, no outputs or
-            an unknown backend.
+        ValueError: for non-leaf, duplicated or overlapping params/inputs, no outputs,
+            an unknown backend, or (with ``strict``) a frozen branch.
         ImportError: for ``backend="llvm"`` without llvmlite.
 
     Example:
@@ -419,6 +522,8 @@ def compile(  # noqa: A001 - the public name the API asks for
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str; got {type(backend).__name__}")
     get_backend(backend)  # fail fast on a bad name before tracing
+    _check_frozen_branches(param_list, "params", strict)
+    _check_frozen_branches(input_list, "inputs", strict)
     with gc_paused():             # a walk over possibly millions of Values
         program, _ = trace(out_list, param_list, input_list)
         return CompiledFunction(_entry_for(program, backend), param_list, input_list)
@@ -456,6 +561,15 @@ def apply_compiled_gradients(fn: Callable[..., list[float]], params: Sequence[Va
                              ) -> list[float]:
     """Call ``fn`` at the params' current ``.data``, set each ``.grad``, return them.
 
+    When ``fn`` comes from :func:`compile_gradient_function` (it carries the compiled
+    function as ``fn.compiled``), ``params`` must be that function's params, the same
+    Values in the same order: the gradients come back in that order, so any other list
+    would receive them permuted. A plain callable is trusted as it is.
+
+    Raises:
+        ValueError: ``params`` are not ``fn.compiled.params`` (naming the first position
+            that differs), or ``fn`` returned a different number of gradients.
+
     Example:
         >>> import scalar_autograd as sa
         >>> x = sa.Value(3.0)
@@ -464,6 +578,20 @@ def apply_compiled_gradients(fn: Callable[..., list[float]], params: Sequence[Va
         ([6.0], 6.0)
     """
     param_list = _as_value_list(params, "params", allow_single=False)
+    expected = getattr(getattr(fn, "compiled", None), "params", None)
+    if expected:
+        for i, (given, wanted) in enumerate(zip(param_list, expected)):
+            if given is not wanted:
+                where = next((f"; it is the compiled function's param {j}"
+                              for j, q in enumerate(expected) if q is given), "")
+                raise ValueError(f"params must be the compiled function's params in its "
+                                 f"order; params[{i}] is {given!r}, not its param {i} "
+                                 f"{wanted!r}{where}")
+        if len(param_list) != len(expected):
+            first = min(len(param_list), len(expected))
+            raise ValueError(f"params must be the compiled function's {len(expected)} "
+                             f"params in its order; got {len(param_list)}, which differ "
+                             f"from position {first} on")
     grads = fn(*[p.data for p in param_list])
     if len(grads) != len(param_list):
         raise ValueError(f"fn returned {len(grads)} gradients for {len(param_list)} params")
