@@ -19,9 +19,10 @@ Sections (``--sections`` picks some):
   (``bench_large.memory_row``).
 - ``eager``: eager build + backward per node against micrograd and PyTorch
   (``bench_eager.eager_table``).
-- ``lsq``, ``optim``: the least-squares and optimiser developers' scripts
-  (``bench_lsq.py``, ``nist_table.py``, ``bench_optim.py``), their ``main`` imported
-  and their printed tables quoted; a placeholder line names the script when absent.
+- ``lsq``, ``optim``, ``jit``: the least-squares, optimiser and guarded-tracing scripts
+  (``bench_lsq.py``, ``nist_table.py``, ``bench_optim.py``, ``bench_guards.py``), their
+  ``main`` imported and their printed tables quoted; a placeholder line names the
+  script when absent.
 
 Every peer is optional: a missing one leaves ``n/a`` in its column and a note.
 
@@ -56,7 +57,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-SECTIONS = ("seed", "latency", "large", "memory", "eager", "lsq", "optim")
+SECTIONS = ("seed", "latency", "large", "memory", "eager", "lsq", "optim", "jit")
 PEERS = {  # import name -> (display name, install hint)
     "jax": ("JAX", "pip install jax"),
     "casadi": ("CasADi", "pip install casadi"),
@@ -66,7 +67,8 @@ PEERS = {  # import name -> (display name, install hint)
     "scipy": ("SciPy", "pip install scipy"),
     "matplotlib": ("matplotlib (plots)", "pip install matplotlib"),
 }
-EXTERNAL = {"lsq": ("bench_lsq", "nist_table"), "optim": ("bench_optim",)}
+EXTERNAL = {"lsq": ("bench_lsq", "nist_table"), "optim": ("bench_optim",),
+            "jit": ("bench_guards",)}
 """The other developers' scripts each section calls into, when present."""
 
 

@@ -172,6 +172,10 @@ VALID: dict[str, Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "binary_cross_entropy_with_logits": lambda: (([P(0.25), P(0.5)], [0.0, 1.0]), {}),
     "categorical_cross_entropy": lambda: (([P(0.25), P(0.5)], 1), {}),
     "logsumexp": lambda: (([P(0.25), P(0.5)],), {}),
+    "jit": lambda: ((lambda x: x * x,), {"backend": "python"}),
+    "grad": lambda: ((lambda x: x * x,), {"backend": "python"}),
+    "value_and_grad": lambda: ((lambda x: x * x,), {"backend": "python"}),
+    "jacobian": lambda: ((lambda x: x * x,), {"backend": "python"}),
 }
 OP_NAMES = {"minimum": "min", "maximum": "max", "if_then_else": "where"}
 """Public spellings of ops whose function name differs from the op's."""
@@ -195,6 +199,11 @@ NOT_CALLED = {
     "LeastSquaresStatus": "an enum: lookup by value (ValueError when unknown)",
     "CompiledFunction": "made by sa.compile (its methods are walked in CASES)",
     "ValueLike": "a type alias",
+    "Traced": "made by sa.jit / sa.grad / ... (its calls are walked in test_jit_guards.py)",
+    "ConcretizationError": "an exception class",
+    "CovarianceWarning": "a warning class",
+    "FrozenBranchWarning": "a warning class",
+    "SpecializationLimitError": "an exception class",
 }
 
 

@@ -17,6 +17,7 @@ from scalar_autograd.graph import to_dot, topological_order
 from scalar_autograd.losses import *  # noqa: F403
 from scalar_autograd.losses import __all__ as _losses_all
 from scalar_autograd.lsq import (
+    CovarianceWarning,
     LeastSquaresProblem,
     LeastSquaresResult,
     LeastSquaresStatus,
@@ -42,7 +43,16 @@ from scalar_autograd.runtime import (
     compile,
     compile_gradient_function,
 )
+from scalar_autograd.runtime.jit import (
+    SpecializationLimitError,
+    Traced,
+    grad,
+    jacobian,
+    jit,
+    value_and_grad,
+)
 from scalar_autograd.testing import check_grads
+from scalar_autograd.tracing import ConcretizationError, FrozenBranchWarning
 from scalar_autograd.value import Value, ValueLike, as_value, zero_grad
 from scalar_autograd.vec import Vec2, Vec3, Vec4
 
@@ -50,6 +60,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "nonlinear_least_squares", "LeastSquaresResult", "LeastSquaresStatus", "ResidualBlock",
+    "CovarianceWarning",
     "LeastSquaresProblem",
     "Value", "ValueLike", "as_value", "zero_grad", "no_grad", "is_grad_enabled",
     "detect_anomaly", "to_dot", "topological_order", "__version__",
@@ -57,6 +68,8 @@ __all__ = [
     "SGD", "Adam", "AdamW", "clip_grad_norm", "lbfgs", "minimize", "OptimizeResult",
     "Status",
     "compile", "CompiledFunction", "compile_gradient_function", "apply_compiled_gradients",
+    "jit", "grad", "value_and_grad", "jacobian", "Traced", "ConcretizationError",
+    "FrozenBranchWarning", "SpecializationLimitError",
     "Vec2", "Vec3", "Vec4", "Matrix3x3", "Neuron", "Layer", "MLP", *_geometry_all, *_losses_all,
     *_functional_all,
 ]
