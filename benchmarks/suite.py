@@ -261,6 +261,7 @@ SECTION_TITLES = {
     "eager": "4. Eager build + backward per node",
     "lsq": "5. Least squares",
     "optim": "6. Optimisers",
+    "jit": "7. sa.jit guards and thread latency",
 }
 
 

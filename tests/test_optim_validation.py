@@ -176,8 +176,10 @@ def test_bad_minimize_arguments():
         sa.minimize(loss, params, method="lbfgs", betas=(0.9, 0.99))
     with pytest.raises(ValueError, match="`max_iterations` must be a positive integer"):
         sa.minimize(loss, params, max_iterations=0)
-    with pytest.raises(TypeError, match="`loss` must be a Value or a compiled function"):
-        sa.minimize(lambda p: loss, params)
+    with pytest.raises(TypeError, match="`loss` must be a Value, a compiled function"):
+        sa.minimize("loss", params)
+    with pytest.raises(ValueError, match="captured from outside"):  # a function loss
+        sa.minimize(lambda p: loss, params)                         # must use p
     with pytest.raises(TypeError, match="inputs"):
         sa.minimize(loss, params, inputs=[1.0])
     with pytest.raises(TypeError, match="`callback` must be callable"):

@@ -439,7 +439,7 @@ CASES: list[tuple[str, Callable[[], Any], Any]] = [
     ("lbfgs objective", lambda: sa.lbfgs([P()], "f"), Raises(TypeError, "objective")),
     ("lbfgs params empty", lambda: sa.lbfgs([], lambda p: sa.Value(0.0)),
      Raises(ValueError, "params")),
-    ("minimize loss callable", lambda: sa.minimize(lambda p: p[0] ** 2, [P()]),
+    ("minimize loss not callable", lambda: sa.minimize("p ** 2", [P()]),
      Raises(TypeError, "loss")),
     ("minimize method", lambda: sa.minimize(*_minimize_call()[0], method="bogus"),
      Raises(ValueError, "method")),

@@ -229,8 +229,26 @@ def concretization_error(what: str) -> ConcretizationError:
 
 # --------------------------------------------------------------------------- eager marks
 
-_marks: weakref.WeakKeyDictionary[Value, str] = weakref.WeakKeyDictionary()
-_seen: weakref.WeakSet[Value] = weakref.WeakSet()
+# Keyed by id(): a WeakKeyDictionary or WeakSet compares a key found in it with ``==``,
+# which for a Value builds a comparison Value and asks its bool(), re-entering
+# mark_branch under _marks_lock (a deadlock on the second branch on a leaf). Each
+# entry's weak reference removes it when its Value dies (before the id can be reused).
+class _Ref(weakref.ref):  # type: ignore[type-arg]
+    __slots__ = ("key", "site")
+    key: int
+    site: str
+
+
+def _drop_seen(ref: _Ref) -> None:
+    _seen.pop(ref.key, None)
+
+
+def _drop_mark(ref: _Ref) -> None:
+    _marks.pop(ref.key, None)
+
+
+_marks: dict[int, _Ref] = {}
+_seen: dict[int, _Ref] = {}
 _marks_lock = threading.Lock()
 
 
@@ -249,26 +267,32 @@ def mark_branch(value: Value) -> None:
         if node.op is None:
             found.append(node)
             continue
-        if node in seen:
+        key = id(node)
+        if key in seen:
             continue
-        seen.add(node)
+        ref = _Ref(node, _drop_seen)
+        ref.key = key
+        seen[key] = ref
         stack.extend(node.args)
     if not found:
         return
     with _marks_lock:
         for leaf in found:
-            if leaf not in _marks:
+            key = id(leaf)
+            if key not in _marks:
                 if site is None:
                     site = call_site()
-                _marks[leaf] = site
+                ref = _Ref(leaf, _drop_mark)
+                ref.key, ref.site = key, site
+                _marks[key] = ref
 
 
 def branch_site(leaf: Any) -> str | None:
     """Where a Python branch depended on ``leaf`` outside a trace, or ``None``."""
-    try:
-        return _marks.get(leaf)
-    except TypeError:
+    ref = _marks.get(id(leaf))
+    if ref is None or ref() is not leaf:
         return None
+    return ref.site
 
 
 def clear_branch_marks() -> None:

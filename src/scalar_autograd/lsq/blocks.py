@@ -6,8 +6,15 @@ arguments) and evaluated for all rows in one native call; each row's slots are b
 to ``x[param_index[i]]`` and its data arguments to ``data[j][i]``. This is Ceres'
 residual block, vectorised: 10^5 rows cost one Python call per evaluation.
 
-The structure of the residuals must not depend on the values (it is traced once, at
-the first row); use ``sa.where`` for branches.
+The structure of the residuals must not depend on the values: ``fn`` is traced once,
+at the first row, for every row and every ``x``. The trace runs under
+:func:`scalar_autograd.tracing.tracing` of the slots and the data arguments, so a
+Python branch on them (``if``, ``while``, ``and``/``or``, builtin ``min``/``max`` of a
+``Value``) is seen: :meth:`ResidualBlock.compile` refuses it with a ``ValueError``
+naming the block and the line (use ``sa.where``, ``sa.maximum``, ``sa.minimum``, which
+stay in the compiled code; the ``jacobian="graph"`` path, which re-runs ``fn`` per row,
+accepts it). ``float()``, ``int()`` and ``math.*`` of a slot or data argument raise
+:class:`~scalar_autograd.ConcretizationError` naming the line, in both paths.
 
 Example:
     >>> import numpy as np
@@ -80,6 +87,7 @@ class ResidualBlock:
         self.param_index = _check_index(param_index, self.name)
         self.data = _check_data(data, self.param_index.shape[0], self.name)
         self._traced: tuple[list[Value], list[Value], list[Value]] | None = None
+        self._branch_sites: list[str] = []
 
     @property
     def n_rows(self) -> int:
@@ -109,13 +117,19 @@ class ResidualBlock:
     def trace(self) -> tuple[list[Value], list[Value], list[Value]]:
         """``(slots, data_args, outputs)``: ``fn`` called once on placeholders (cached).
 
-        The placeholders hold row 0's values while tracing.
+        The placeholders hold row 0's values while tracing. Python branches on them are
+        recorded (see the module docstring); ``float()`` of one raises
+        :class:`~scalar_autograd.ConcretizationError`.
         """
         if self._traced is None:
+            from scalar_autograd.tracing import tracing
+
             slots = [Value(0.0, label=f"{self.name}.p{j}", requires_grad=True)
                      for j in range(self.n_slots)]
             dargs = [Value(0.0, label=f"{self.name}.d{j}") for j in range(self.n_data)]
-            outs = self._call(slots, dargs, row=0, x=None)
+            with tracing(slots + dargs) as t:
+                outs = self._call(slots, dargs, row=0, x=None)
+            self._branch_sites = list(dict.fromkeys(g.site for g in t.guards))
             self._traced = (slots, dargs, outs)
         return self._traced
 
@@ -145,10 +159,26 @@ class ResidualBlock:
         return [i for i, o in enumerate(self.trace()[2]) if not o.requires_grad]
 
     def compile(self, backend: str = "auto") -> Any:
-        """The JIT-compiled function of (slots; data arguments) -> outputs."""
+        """The JIT-compiled function of (slots; data arguments) -> outputs.
+
+        Raises:
+            ValueError: ``fn`` branched on a slot or data argument while traced: one
+                kernel for all rows would freeze the branch row 0 took.
+        """
         from scalar_autograd.runtime import compile as jit_compile
 
         slots, dargs, outs = self.trace()
+        if self._branch_sites:
+            sites = ", ".join(self._branch_sites[:3]) + \
+                (", ..." if len(self._branch_sites) > 3 else "")
+            raise ValueError(
+                f"residual block {self.name!r}: fn branches on a value that depends on "
+                f"its parameter slots or data (a Python if/while/and/or or builtin "
+                f"min/max of a Value) at {sites}; the block is traced once for all its "
+                f"rows, so its compiled kernel would take row 0's branch for every row "
+                f"and every x. Use sa.where(cond, a, b) (or sa.maximum, sa.minimum) "
+                f"there, which stays a branch in the compiled code, or solve with "
+                f'jacobian="graph"')
         return jit_compile(outs, slots, inputs=dargs, backend=backend)
 
     def graph_function(self) -> GraphBatchFunction:

@@ -1,13 +1,34 @@
-"""The ``jacobian="compiled"`` oracle: trace ``residual_fn`` once, evaluate compiled kernels.
+"""The ``jacobian="compiled"`` oracle: trace ``residual_fn``, guard its branches, evaluate kernels.
 
-``residual_fn`` is called once, at the initial parameters. When the JIT offers residual
-grouping (``scalar_autograd.runtime.group_residuals``), structurally identical residuals
-(same ops, same shape, differing only in their constants) form one group, compiled
-once with its parameter slots as params and its lifted constants as per-row inputs,
-and every group is evaluated in one native loop over its rows. Without grouping, the
-whole residual vector is compiled as one function of all the params. Either way the
-residuals' structure is frozen at the first call: a Python ``if`` on ``p.data`` inside
-``residual_fn`` is not re-evaluated (use ``sa.where``, or ``jacobian="graph"``).
+``residual_fn(params)`` is called under :func:`scalar_autograd.tracing.tracing` of the
+params. When the JIT offers residual grouping (``scalar_autograd.runtime.group_residuals``),
+structurally identical residuals (same ops, same shape, differing only in their
+constants) form one group, compiled once with its parameter slots as params and its
+lifted constants as per-row inputs, and every group is evaluated in one native loop
+over its rows. Without grouping, the whole residual vector is compiled as one function
+of all the params.
+
+Python branches on the params (``if``, ``while``, ``and``/``or``, builtin
+``min``/``max`` of a ``Value`` that depends on them) are recorded as guards, as
+:func:`scalar_autograd.jit` does. The indicator of all of them (1.0 where every branch
+goes the traced way) is compiled as one more function of the params and evaluated
+before the compiled residuals are used at any ``x``. When it fails, ``residual_fn`` is
+traced again at ``x`` and the new *specialisation* (its kernels, its Jacobian layout and
+its own guard check) is kept beside the others; every evaluation uses a specialisation
+whose guards hold at ``x``, the most recently used tried first. More than
+``max_specializations`` patterns raise :class:`~scalar_autograd.SpecializationLimitError`
+naming the branch sites. A ``residual_fn`` without branches costs nothing extra: no
+guard function is compiled or called. ``float()``, ``int()`` and ``math.*`` of a value
+that depends on the params raise :class:`~scalar_autograd.ConcretizationError`
+naming the line. A branch on ``p.data`` (a plain float) cannot be seen and stays frozen:
+branch on the ``Value``, or use ``sa.where``.
+
+Every specialisation has the same number of residuals and the same Jacobian kind:
+dense or sparse is decided at the first trace (``linear_solver``, or the density of its
+Jacobian) and kept, because the Levenberg-Marquardt loop picks its linear solver from
+the first Jacobian it sees. The sparsity pattern and constant rows belong to each
+specialisation; the loop rebuilds its model from every Jacobian and caches no pattern
+of its own (a Schur elimination, which it does cache, checks the pattern it is given).
 
 Example:
     >>> import numpy as np
@@ -17,6 +38,11 @@ Example:
     >>> r, J = oracle.residuals_and_jacobian(np.array([2.0]))
     >>> r.tolist(), J.tolist()
     ([5.0, 4.0], [[3.0], [4.0]])
+    >>> hinge = CompiledOracle([a], lambda p: [p[0] * max(p[0] - 1.0, 0.0)], "auto")
+    >>> [hinge.residuals_and_jacobian(np.array([v]))[1].tolist() for v in (3.0, 0.0)]
+    [[[5.0]], [[0.0]]]
+    >>> hinge.n_specializations
+    2
 """
 
 from __future__ import annotations
@@ -30,7 +56,14 @@ from scalar_autograd.graph import gc_paused
 from scalar_autograd.lsq.assembly import Assembler, KernelBlock
 from scalar_autograd.lsq.params import check_residuals
 from scalar_autograd.lsq.problem import choose_sparse
+from scalar_autograd.tracing import Guard, tracing
 from scalar_autograd.value import Value
+
+ResidualFn = Callable[[list[Value]], Sequence[Value]]
+
+DEFAULT_MAX_SPECIALIZATIONS = 8
+"""Branch patterns of ``residual_fn`` compiled before ``SpecializationLimitError``
+(the default of :func:`scalar_autograd.jit`)."""
 
 
 def _group_residuals() -> Callable[..., Any] | None:
@@ -41,25 +74,107 @@ def _group_residuals() -> Callable[..., Any] | None:
     return group_residuals  # type: ignore[no-any-return]
 
 
+class GuardCheck:
+    """The guards of one trace compiled as one native function of the params.
+
+    Calling it with ``x`` tells whether every recorded branch goes the traced way at
+    ``x`` (one copy of ``x`` and one native call of the indicator's value kernel).
+    """
+
+    def __init__(self, guards: list[Guard], params: list[Value]) -> None:
+        from scalar_autograd.ir.trace import trace as trace_program
+        from scalar_autograd.runtime.compiled import CompiledFunction, _entry_for
+        from scalar_autograd.runtime.jit import guard_indicator
+
+        indicator = guard_indicator(guards)
+        if indicator is None:
+            raise ValueError("GuardCheck needs at least one guard")
+        with gc_paused():
+            program, _ = trace_program([indicator], params)
+        # the indicator is an auxiliary output: evaluated, never differentiated
+        self.function = CompiledFunction(_entry_for(program, "auto", n_aux=1), params)
+        self.pattern = [(g.site, g.taken) for g in guards]
+
+    def __call__(self, x: np.ndarray) -> bool:
+        b = self.function._buffers(False)  # this thread's buffers, bound once
+        b.x[:] = x
+        b.call()
+        return b.val.item(0) == 1.0
+
+
+class _Specialization:
+    """One traced branch pattern: its assembled kernels and the check of its guards."""
+
+    def __init__(self, assembler: Assembler, constant_rows: list[int], grouped: bool,
+                 check: GuardCheck | None) -> None:
+        self.assembler = assembler
+        self.constant_rows = constant_rows
+        self.grouped = grouped
+        self.n_groups = len(assembler.blocks)
+        self.check = check
+        # (site, taken) of every guard: a re-trace that finds this same pattern (the
+        # compiled check and the eager trace disagreeing by rounding) reuses this one
+        self.pattern: list[tuple[str, bool]] = [] if check is None else check.pattern
+
+
 class CompiledOracle:
     """Residuals and Jacobian of a traced ``residual_fn`` through compiled kernels.
 
+    Args:
+        params: the leaf Values (``requires_grad=True``); their ``.data`` is the point
+            of the first trace and is restored after every later one.
+        residual_fn: ``params -> [r_0, ..., r_{m-1}]``.
+        linear_solver: ``"auto"`` (dense or sparse by the first trace's Jacobian),
+            ``"dense"``, ``"sparse_cholesky"`` or ``"sparse_lsmr"``.
+        max_specializations: branch patterns compiled before
+            :class:`~scalar_autograd.SpecializationLimitError`.
+
     Attributes:
         m, n: residuals and parameters.
-        constant_rows: residuals that depend on no parameter.
+        sparse: whether the Jacobian is CSR (fixed at the first trace).
+        n_specializations: branch patterns compiled so far.
+        constant_rows: residuals that depend on no parameter (in the specialisation
+            used last).
         grouped: whether residual grouping was used (else one function for all).
-        n_groups: the number of compiled kernels.
+        n_groups: the number of compiled kernels (of the specialisation used last).
     """
 
-    def __init__(self, params: list[Value], residual_fn: Callable[[list[Value]],
-                 Sequence[Value]], linear_solver: str) -> None:
+    def __init__(self, params: list[Value], residual_fn: ResidualFn, linear_solver: str,
+                 *, max_specializations: int = DEFAULT_MAX_SPECIALIZATIONS) -> None:
+        self.params = params
+        self.residual_fn = residual_fn
+        self.n = len(params)
+        self.max_specializations = max_specializations
+        residuals, guards = self._trace()
+        self.m = len(residuals)
+        if linear_solver == "dense":
+            self.sparse: bool | None = False
+        elif linear_solver in ("sparse_cholesky", "sparse_lsmr"):
+            self.sparse = True
+        else:
+            self.sparse = None  # by the first specialisation's density
+        first = self._build(residuals, guards)
+        self._specs = [first]
+        # no branches: one specialisation, valid everywhere; no guard is ever evaluated
+        self._unguarded: Assembler | None = first.assembler if first.check is None else None
+        self._current = first
+
+    # ------------------------------------------------------------------ tracing
+    def _trace(self) -> tuple[list[Value], list[Guard]]:
+        """``residual_fn(params)`` at the params' current ``.data``, under a trace."""
+        from scalar_autograd.runtime.jit import _distinct
+
+        with gc_paused(), tracing(self.params) as t:
+            # inside the trace: a generator's body runs while it is consumed
+            residuals = check_residuals(self.residual_fn(self.params))
+        return residuals, _distinct(t.guards)  # one guard per distinct value asked about
+
+    def _build(self, residuals: list[Value], guards: list[Guard]) -> _Specialization:
         from scalar_autograd.runtime import compile as jit_compile
 
+        params = self.params
         with gc_paused():          # many small graphs: see graph.gc_paused
-            residuals = check_residuals(residual_fn(params))
-            self.m = len(residuals)
-            self.n = len(params)
-            self.constant_rows = [i for i, r in enumerate(residuals) if not r.requires_grad]
+            constant_rows = [i for i, r in enumerate(residuals) if not r.requires_grad]
             group = _group_residuals()
             blocks: list[KernelBlock] = []
             if group is not None:
@@ -69,29 +184,110 @@ class CompiledOracle:
                                                                                -1)
                     data = np.asarray(g.data, dtype=float).reshape(rows.shape[0], -1)
                     blocks.append(KernelBlock(g.function, rows, index, data))
-                self.grouped = True
             else:
                 f = jit_compile(residuals, params)
                 blocks.append(KernelBlock(
                     f, np.arange(self.m, dtype=np.int64)[None, :],
                     np.arange(self.n, dtype=np.int64)[None, :], np.zeros((1, 0)),
                 ))
-                self.grouped = False
-            del residuals
-        self.n_groups = len(blocks)
-        if linear_solver == "dense":
-            sparse = False
-        elif linear_solver in ("sparse_cholesky", "sparse_lsmr"):
-            sparse = True
-        else:
+            check = GuardCheck(guards, params) if guards else None
+        if self.sparse is None:
             nnz = sum(b.rows.size * b.param_index.shape[1] for b in blocks)
-            sparse = choose_sparse(self.n, nnz / max(1, self.m * self.n))
-        self.assembler = Assembler(blocks, self.m, self.n, sparse)
+            self.sparse = choose_sparse(self.n, nnz / max(1, self.m * self.n))
+        assembler = Assembler(blocks, self.m, self.n, self.sparse)
+        return _Specialization(assembler, constant_rows, group is not None, check)
 
+    def _retrace(self, x: np.ndarray) -> _Specialization:
+        """Trace ``residual_fn`` at ``x`` (the params' ``.data`` is restored after)."""
+        from scalar_autograd.runtime.jit import specialization_limit_error
+
+        saved = [p.data for p in self.params]
+        try:
+            for p, v in zip(self.params, x.tolist()):
+                p.data = v
+            residuals, guards = self._trace()
+        finally:
+            for p, v in zip(self.params, saved):
+                p.data = v
+        if len(residuals) != self.m:
+            raise ValueError(
+                f"residual_fn must return the same number of residuals every call; "
+                f"first {self.m}, now {len(residuals)} (at x = {x.tolist()!r:.200})"
+            )
+        pattern = [(g.site, g.taken) for g in guards]
+        for spec in self._specs:
+            if spec.pattern == pattern and spec.check is not None and guards:
+                # the same branches: the compiled check and the eager trace disagree
+                # by rounding at x; keep one specialisation per pattern
+                return spec
+        if len(self._specs) >= self.max_specializations:
+            name = getattr(self.residual_fn, "__name__", "residual_fn")
+            raise specialization_limit_error(
+                name, self.max_specializations,
+                [s.pattern for s in self._specs] + [pattern],
+                " in nonlinear_least_squares(jacobian=\"compiled\")",
+                'use jacobian="graph" (which re-runs residual_fn at every point), or '
+                'raise max_specializations')
+        spec = self._build(residuals, guards)
+        self._specs.insert(0, spec)
+        return spec
+
+    def _select(self, x: np.ndarray) -> Assembler:
+        """The assembler of a specialisation whose guards hold at ``x`` (traced anew if
+        none does); the one found moves to the front."""
+        specs = self._specs
+        for i, spec in enumerate(specs):
+            if spec.check is None or spec.check(x):
+                if i:
+                    specs.insert(0, specs.pop(i))
+                self._current = spec
+                return spec.assembler
+        spec = self._retrace(x)
+        if specs[0] is not spec:
+            specs.remove(spec)
+            specs.insert(0, spec)
+        self._current = spec
+        return spec.assembler
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def n_specializations(self) -> int:
+        """Branch patterns traced and compiled so far."""
+        return len(self._specs)
+
+    @property
+    def constant_rows(self) -> list[int]:
+        """Residuals that depend on no parameter, in the specialisation used last."""
+        return self._current.constant_rows
+
+    @property
+    def grouped(self) -> bool:
+        """Whether residual grouping was used (else one function for all residuals)."""
+        return self._current.grouped
+
+    @property
+    def n_groups(self) -> int:
+        """Compiled residual kernels of the specialisation used last."""
+        return self._current.n_groups
+
+    @property
+    def assembler(self) -> Assembler:
+        """The assembler of the specialisation used last."""
+        return self._current.assembler
+
+    # ------------------------------------------------------------------ evaluation
     def residuals(self, x: np.ndarray) -> np.ndarray:
         """The residual vector at ``x``."""
-        return self.assembler.residuals(np.asarray(x, dtype=float))
+        x = np.asarray(x, dtype=float)
+        unguarded = self._unguarded
+        if unguarded is not None:
+            return unguarded.residuals(x)
+        return self._select(x).residuals(x)
 
     def residuals_and_jacobian(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
         """Residuals and Jacobian (dense, or CSR when sparse pays) at ``x``."""
-        return self.assembler.residuals_and_jacobian(np.asarray(x, dtype=float))
+        x = np.asarray(x, dtype=float)
+        unguarded = self._unguarded
+        if unguarded is not None:
+            return unguarded.residuals_and_jacobian(x)
+        return self._select(x).residuals_and_jacobian(x)

@@ -186,8 +186,11 @@ class LeastSquaresProblem:
 
         Args:
             jacobian: ``"compiled"`` (each block compiled once, all rows in one native
-                call), ``"graph"`` (``fn`` re-run and ``backward()`` per row and output;
-                slow, for checking) or ``"auto"`` (compiled when the JIT is available).
+                call; a block whose ``fn`` branches in Python on its slots or data is
+                refused with a ``ValueError`` naming the block and line, see
+                :class:`ResidualBlock`), ``"graph"`` (``fn`` re-run and ``backward()``
+                per row and output; slow, for checking) or ``"auto"`` (compiled when
+                the JIT is available).
             linear_solver: ``"auto"`` (sparse when :func:`choose_sparse` says so, with
                 a Schur-complement elimination when the pattern has one, see
                 :mod:`scalar_autograd.lsq.schur`),

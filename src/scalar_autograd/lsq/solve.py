@@ -26,6 +26,7 @@ from scalar_autograd.lsq.options import (
     DEFAULT_COST_TOLERANCE,
     DEFAULT_GRADIENT_TOLERANCE,
     DEFAULT_PARAM_TOLERANCE,
+    _positive_int,
     validate_jacobian_mode,
     validate_options,
 )
@@ -64,6 +65,7 @@ def nonlinear_least_squares(
     callback: Callable[[IterationInfo], bool | None] | None = None,
     linear_solver: str = "auto",
     geodesic_acceleration: bool = False,
+    max_specializations: int = 8,
 ) -> LeastSquaresResult:
     """Minimise ``0.5 * sum(rho(r_i**2))`` over ``params`` by Levenberg-Marquardt.
 
@@ -87,11 +89,16 @@ def nonlinear_least_squares(
             limited to the initial trust radius ``100 * |sqrt(D) x0|`` (Moré 1978).
         jacobian: ``"graph"``: rebuild the graph and call ``backward()`` once per
             residual at every accepted point (works for any ``residual_fn``).
-            ``"compiled"``: call ``residual_fn`` once, group structurally identical
-            residuals and compile each group's Jacobian with the JIT; the structure of
-            the residuals must not depend on the parameter values (``sa.where`` is fine,
-            a Python ``if`` on ``p.data`` is not). ``"auto"``: compiled when the JIT is
-            available.
+            ``"compiled"``: trace ``residual_fn`` once, group structurally identical
+            residuals and compile each group's Jacobian with the JIT. Python branches
+            on the params (``if``, ``while``, ``and``/``or``, builtin ``min``/``max``
+            of a ``Value``) are guarded as in ``sa.jit``: their outcomes are checked
+            by one compiled function at every point, and ``residual_fn`` is traced
+            again where one changes (see ``max_specializations``; ``sa.where`` keeps a
+            branch inside one compiled function). ``float()``, ``int()`` and
+            ``math.*`` of a value depending on the params raise
+            ``sa.ConcretizationError``; a branch on ``p.data`` (a plain float) cannot
+            be seen and stays frozen. ``"auto"``: compiled when the JIT is available.
         loss: ``"linear"``, ``"huber"``, ``"soft_l1"``, ``"cauchy"`` or ``"arctan"``
             (scipy's robust losses, applied to ``z = (r / loss_scale)**2``).
         loss_scale: the soft margin between inlier and outlier residuals.
@@ -105,6 +112,9 @@ def nonlinear_least_squares(
             evaluation per trial step. It can help when parameters "evaporate" along
             a flat valley (the default solver also rejects steps that make a Jacobian
             column vanish; see :mod:`scalar_autograd.lsq.levenberg_marquardt`).
+        max_specializations: ``jacobian="compiled"``: the branch patterns of
+            ``residual_fn`` traced and compiled before ``sa.SpecializationLimitError``
+            (which names the branch sites); a positive int. Unused by ``"graph"``.
 
     Returns:
         A :class:`LeastSquaresResult`.
@@ -114,6 +124,11 @@ def nonlinear_least_squares(
         ValueError: for empty params or residuals and for bad option values (the
             message names the option, its rule and the value received).
         RuntimeError: for ``jacobian="compiled"`` when the JIT is not available.
+        SpecializationLimitError: for ``jacobian="compiled"`` when ``residual_fn``
+            took more than ``max_specializations`` branch patterns.
+        ConcretizationError: for ``jacobian="compiled"`` when ``residual_fn`` needs
+            the number of a value that depends on the params (``float()``,
+            ``math.exp``); the message names the line.
     """
     opts = validate_options(
         max_iterations=max_iterations, cost_tolerance=cost_tolerance,
@@ -123,6 +138,7 @@ def nonlinear_least_squares(
         geodesic_acceleration=geodesic_acceleration,
     )
     mode = validate_jacobian_mode(jacobian)
+    max_specializations = _positive_int("max_specializations", max_specializations)
     if not callable(residual_fn):
         raise TypeError(f"residual_fn must be callable; got {type(residual_fn).__name__}")
     plist = check_params(params)
@@ -142,7 +158,8 @@ def nonlinear_least_squares(
         if mode == "compiled":
             from scalar_autograd.lsq.compiled_oracle import CompiledOracle
 
-            oracle = CompiledOracle(plist, residual_fn, opts.linear_solver)
+            oracle = CompiledOracle(plist, residual_fn, opts.linear_solver,
+                                    max_specializations=max_specializations)
         else:
             oracle = GraphOracle(plist, residual_fn)
         result = levenberg_marquardt(

@@ -1,5 +1,8 @@
 """``minimize``: compile a loss once and run a whole optimisation on float64 vectors.
 
+The loss is a ``Value`` graph, a compiled function, or a Python function of the params
+(traced and guarded by ``sa.value_and_grad``, so its branches are followed).
+
 Example:
     >>> import scalar_autograd as sa
     >>> from scalar_autograd.kinematics import planar_ik_loss
@@ -15,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +26,13 @@ import numpy as np
 from scalar_autograd.optim.equations import AdamConfig, SGDConfig
 from scalar_autograd.optim.first_order import run_first_order
 from scalar_autograd.optim.lbfgs import Callback, LBFGSConfig, lbfgs_minimize
-from scalar_autograd.optim.oracles import bound_oracle, check_compiled, is_compiled_function
+from scalar_autograd.optim.oracles import (
+    BoundOracle,
+    TracedOracle,
+    bound_oracle,
+    check_compiled,
+    is_compiled_function,
+)
 from scalar_autograd.optim.result import OptimizeResult
 from scalar_autograd.optim.validation import (
     check_betas,
@@ -83,7 +92,7 @@ def _config(method: str, opts: dict[str, Any], max_iterations: int) -> Any:
 
 
 def minimize(
-    loss: Value | Any,
+    loss: Value | Callable[[list[Value]], Value] | Any,
     params: Sequence[Value],
     *,
     method: str = "adam",
@@ -93,6 +102,7 @@ def minimize(
     progress: bool = False,
     history: bool = False,
     backend: str = "auto",
+    max_specializations: int = 8,
     **options: Any,
 ) -> OptimizeResult:
     """Minimise a scalar loss over ``params``: compile once, then loop on float64 vectors.
@@ -108,9 +118,20 @@ def minimize(
     status; ``result.status`` tells why the run stopped). If anything raises, the
     params keep their old values. ``.grad`` is left alone.
 
+    A Python function ``loss(params) -> Value`` is traced and compiled by
+    ``sa.value_and_grad`` instead: it is called with a list of traced copies of the
+    params (compute the loss from that list, not from ``params`` captured from
+    outside), and its Python branches (``if``, ``while``, ``and``/``or``, builtin
+    ``min``/``max`` of a ``Value``) become guards checked at every evaluation, with a
+    re-trace where one changes, so a piecewise loss is minimised piece by piece as the
+    iterates move. Each step then costs one guarded native call plus a little Python
+    (the first-order loop steps in Python, not natively).
+
     Args:
-        loss: the scalar loss ``Value`` built from ``params`` (and ``inputs``), or a
-            compiled function of ``params`` from ``sa.compile``.
+        loss: the scalar loss ``Value`` built from ``params`` (and ``inputs``), a
+            compiled function of ``params`` from ``sa.compile``, or a function
+            ``loss(params) -> Value`` (see above; the graph of a ``Value`` loss is one
+            path through the code that built it, a function's is not).
         params: the leaf ``Value``s to optimise (``requires_grad=True``, no duplicates).
         method: ``"adam"``, ``"adamw"``, ``"sgd"`` or ``"lbfgs"``.
         inputs: for a ``Value`` loss, leaf ``Value``s compiled as runtime inputs (their
@@ -123,6 +144,8 @@ def minimize(
         progress: print the loss to stderr as the run goes.
         history: record the loss at every iterate in ``result.history``.
         backend: the JIT backend (see ``sa.compile``).
+        max_specializations: for a function ``loss``: the branch patterns traced and
+            compiled before ``sa.SpecializationLimitError`` (see ``sa.jit``).
         **options: the method's options, validated up front:
 
             * ``sgd``: ``lr=0.01``, ``momentum=0``, ``nesterov=False``,
@@ -138,9 +161,14 @@ def minimize(
         An :class:`OptimizeResult`.
 
     Raises:
-        TypeError: a loss that is neither a ``Value`` nor a compiled function, an
-            unknown option, or an option of the wrong type.
-        ValueError: an unknown method, invalid params, or an invalid option value.
+        TypeError: a loss that is neither a ``Value``, a compiled function nor a
+            callable, an unknown option, or an option of the wrong type.
+        ValueError: an unknown method, invalid params, an invalid option value, or a
+            function ``loss`` that reads the params it closes over.
+        ConcretizationError: a function ``loss`` needs the number of a traced value
+            (``float()``, ``math.exp``); the message names the line.
+        SpecializationLimitError: a function ``loss`` took more than
+            ``max_specializations`` branch patterns.
 
     Example:
         >>> import scalar_autograd as sa
@@ -148,6 +176,13 @@ def minimize(
         >>> r = sa.minimize((w - 2.0) ** 2, [w], method="adam", lr=0.1, max_iterations=500)
         >>> r.status.name, round(w.data, 4)
         ('COMPLETED', 2.0)
+        >>> def piecewise(p):     # linear, then quadratic: a branch followed, not frozen
+        ...     x = p[0]
+        ...     return (x - 2.0) ** 2 if x > 0 else 4.0 - 4.0 * x
+        >>> w.data = -3.0
+        >>> r = sa.minimize(piecewise, [w], method="lbfgs")
+        >>> r.success, round(w.data, 6)
+        (True, 2.0)
     """
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"`method` must be one of {', '.join(map(repr, METHODS))}; "
@@ -161,7 +196,9 @@ def minimize(
         raise TypeError(f"`callback` must be callable or None; got {type(callback).__name__}")
     check_bool(progress, "progress")
     check_bool(history, "history")
+    max_specializations = check_positive_int(max_specializations, "max_specializations")
 
+    function: Any
     if isinstance(loss, Value):
         from scalar_autograd.runtime import compile as jit_compile
 
@@ -176,26 +213,45 @@ def minimize(
         check_compiled(loss, plist)
         function = loss
         runtime_inputs = inputs
+    elif callable(loss):
+        if len(inputs):
+            raise ValueError("`inputs` is only used with a Value or compiled loss; a "
+                             "function loss takes the params only (close over the data)")
+        traced = TracedOracle(loss, plist, max_specializations=max_specializations,
+                              backend=backend)
+        x0 = np.array([p.data for p in plist], dtype=np.float64)
+        result = _run(method, traced, x0, config, iterations, opts, callback, progress,
+                      history)
+        for p, xi in zip(plist, result.x.tolist()):
+            p.data = xi
+        return result
     else:
-        raise TypeError(f"`loss` must be a Value or a compiled function; "
-                        f"got {type(loss).__name__} {loss!r:.60}")
+        raise TypeError(f"`loss` must be a Value, a compiled function or a function of "
+                        f"the params; got {type(loss).__name__} {loss!r:.60}")
 
     x0 = np.array([p.data for p in plist], dtype=np.float64)
     with bound_oracle(function, len(plist), runtime_inputs) as oracle:
-        if method == "lbfgs":
-            cb = callback
-            if progress:
-                cb = _progress_callback(callback, iterations)
-            result = lbfgs_minimize(oracle, x0, config, callback=cb, history=history)
-        else:
-            result = run_first_order(
-                oracle, x0, config, iterations,
-                gradient_tolerance=opts["gradient_tolerance"], callback=callback,
-                progress=progress, history=history, label=method,
-            )
+        result = _run(method, oracle, x0, config, iterations, opts, callback, progress,
+                      history)
     for p, xi in zip(plist, result.x.tolist()):
         p.data = xi
     return result
+
+
+def _run(method: str, oracle: BoundOracle, x0: np.ndarray, config: Any, iterations: int,
+         opts: dict[str, Any], callback: Callback | None, progress: bool,
+         history: bool) -> OptimizeResult:
+    """Run the method's loop on an oracle with BoundOracle's buffers."""
+    if method == "lbfgs":
+        cb = callback
+        if progress:
+            cb = _progress_callback(callback, iterations)
+        return lbfgs_minimize(oracle, x0, config, callback=cb, history=history)
+    return run_first_order(
+        oracle, x0, config, iterations,
+        gradient_tolerance=opts["gradient_tolerance"], callback=callback,
+        progress=progress, history=history, label=method,
+    )
 
 
 def _progress_callback(callback: Callback | None, total: int) -> Callback:

@@ -1,9 +1,10 @@
-"""Flat oracles ``x -> (f, g)`` from the two kinds of objectives: Value graphs and compiled.
+"""Flat oracles ``x -> (f, g)`` from the kinds of objectives: Value graphs, compiled, traced.
 
 Solvers work on float64 vectors; these adapters are where ``Value`` parameters meet
 them. :func:`value_oracle` rebuilds the graph and runs ``backward()`` at every call (the
 eager path); :class:`BoundOracle` runs a compiled function's bound native call on fixed
-float64 buffers.
+float64 buffers; :class:`TracedOracle` calls ``sa.value_and_grad`` of a Python
+objective, whose branches are guarded and re-traced where they change.
 
 Example:
     >>> import numpy as np
@@ -127,6 +128,81 @@ class BoundOracle:
             self.x[:] = x
         self.call()
         return float(self.value[0]), self.grad
+
+
+class TracedOracle(BoundOracle):
+    """A flat oracle over ``sa.value_and_grad`` of ``objective(params) -> Value``.
+
+    ``objective`` is traced on fresh leaf Values (one per param, holding ``x``) and
+    compiled with its Python branches as guards (:class:`scalar_autograd.Traced`): at
+    every ``x`` the guards are checked in the same native call, and a changed branch
+    is traced again, so the oracle follows ``if``/``while``/``min``/``max`` on the
+    params. It has :class:`BoundOracle`'s buffers; ``call`` is a Python callable (the
+    first-order loop then steps in Python, one native call per step).
+
+    Raises (when called):
+        ValueError: ``objective`` computed the loss from the ``params`` it closes over
+            instead of from its argument (their values would be frozen constants).
+        TypeError: ``objective`` returned something other than a scalar Value or float.
+        scalar_autograd.ConcretizationError: ``float()``/``math.*`` of a traced value.
+        scalar_autograd.SpecializationLimitError: more than ``max_specializations``
+            branch patterns.
+    """
+
+    def __init__(self, objective: Callable[[list[Value]], Value], params: Sequence[Value],
+                 *, max_specializations: int = 8, backend: str = "auto") -> None:
+        from scalar_autograd.runtime.jit import value_and_grad
+
+        n = len(params)
+        self.x = np.zeros(n)
+        self.grad = np.zeros(n)
+        self.value = np.zeros(1)
+        self.inputs = np.zeros(0)
+        outer = {id(p) for p in params}
+        name = getattr(objective, "__name__", "objective")
+
+        def traced(leaves: list[Value]) -> Any:
+            out = objective(leaves)
+            if isinstance(out, Value) and _reaches(out, outer):
+                raise ValueError(
+                    f"`{name}` must compute the loss from the list it is given: it was "
+                    f"called with traced copies of the params, and its result reaches "
+                    f"the params themselves (captured from outside), whose values would "
+                    f"be frozen into the compiled code")
+            return out
+
+        traced.__name__ = name
+        traced.__qualname__ = getattr(objective, "__qualname__", name)
+        self.function = value_and_grad(traced, max_specializations=max_specializations,
+                                       backend=backend)
+
+        def call() -> None:
+            f, g = self.function(self.x)
+            self.value[0] = f
+            self.grad[:] = g
+
+        self.call = call
+
+    def __call__(self, x: FloatArray) -> tuple[float, FloatArray]:
+        if x is not self.x:
+            self.x[:] = x
+        self.call()
+        return float(self.value[0]), self.grad
+
+
+def _reaches(out: Value, targets: set[int]) -> bool:
+    """Whether the graph of ``out`` contains a Value whose id is in ``targets``."""
+    seen: set[int] = set()
+    stack = [out]
+    while stack:
+        node = stack.pop()
+        if id(node) in targets:
+            return True
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.extend(node.args)
+    return False
 
 
 # Binding a compiled function (fixing its buffer addresses) has a cost of its own, so

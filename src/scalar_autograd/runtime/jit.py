@@ -344,12 +344,8 @@ class Traced:
             result = self.fn(*call_args)
             outputs, scalar_out = _outputs(result, self.kind)
         guards = _distinct(t.guards)
-        aux: list[Value] = []
-        if guards:
-            ok = _indicator(guards[0])
-            for g in guards[1:]:
-                ok = ok * _indicator(g)
-            aux.append(ok)
+        ok = guard_indicator(guards)
+        aux: list[Value] = [] if ok is None else [ok]
         params = [v for k in layout.params for v in leaves[k]]
         inputs = [v for k in layout.inputs for v in leaves[k]]
         with gc_paused():
@@ -360,20 +356,9 @@ class Traced:
                                (program.key(), len(aux)))
 
     def _limit_error(self, specs: list[_Specialization]) -> SpecializationLimitError:
-        outcomes: dict[str, set[bool]] = {}
-        for s in specs:
-            for site, taken in s.guards:
-                outcomes.setdefault(site, set()).add(taken)
-        changing = [site for site, seen in outcomes.items() if len(seen) > 1] or \
-            list(outcomes)
-        sites = "\n  ".join(changing[:10]) + ("\n  ..." if len(changing) > 10 else "")
-        name = getattr(self.fn, "__name__", "fn")
-        return SpecializationLimitError(
-            f"{name} took more than max_specializations={self.max_specializations} "
-            f"branch patterns for one argument signature; each pattern is traced and "
-            f"compiled anew. The branches that changed are at:\n  {sites}\n"
-            f"Use sa.where(cond, a, b) there (a select that stays in one compiled "
-            f"function), or raise max_specializations")
+        return specialization_limit_error(
+            getattr(self.fn, "__name__", "fn"), self.max_specializations,
+            [s.guards for s in specs], " for one argument signature")
 
     def _specialize(self, key: Any, layout: _Layout, args: tuple[Any, ...],
                     dynamic: list[Any]) -> _Specialization:
@@ -704,6 +689,42 @@ def _distinct(guards: list[Guard]) -> list[Guard]:
 def _indicator(g: Guard) -> Value:
     """1.0 where the guard's predicate has the traced outcome, else 0.0 (nan is true)."""
     return g.value.ne(0.0) if g.taken else g.value.eq(0.0)
+
+
+def guard_indicator(guards: Sequence[Guard]) -> Value | None:
+    """The product of the guards' indicators: a Value that is 1.0 exactly where every
+    guard has its traced outcome, else 0.0; ``None`` when there are no guards.
+
+    Shared by :class:`Traced` and the guarded least-squares oracle
+    (``lsq/compiled_oracle.py``).
+    """
+    ok: Value | None = None
+    for g in guards:
+        ok = _indicator(g) if ok is None else ok * _indicator(g)
+    return ok
+
+
+def specialization_limit_error(
+    name: str, limit: int, patterns: Sequence[Sequence[tuple[str, bool]]],
+    scope: str = "", remedy: str = "or raise max_specializations",
+) -> SpecializationLimitError:
+    """The :class:`SpecializationLimitError` for ``name`` after ``limit`` branch patterns.
+
+    ``patterns`` holds each specialisation's ``(site, taken)`` guards; the message names
+    the sites whose outcome changed between them (all sites when none did).
+    """
+    outcomes: dict[str, set[bool]] = {}
+    for pattern in patterns:
+        for site, taken in pattern:
+            outcomes.setdefault(site, set()).add(taken)
+    changing = [site for site, seen in outcomes.items() if len(seen) > 1] or \
+        list(outcomes)
+    sites = "\n  ".join(changing[:10]) + ("\n  ..." if len(changing) > 10 else "")
+    return SpecializationLimitError(
+        f"{name} took more than max_specializations={limit} branch patterns{scope}; "
+        f"each pattern is traced and compiled anew. The branches that changed are "
+        f"at:\n  {sites}\nUse sa.where(cond, a, b) there (a select that stays in one "
+        f"compiled function), {remedy}")
 
 
 def _nested_error(kind: str) -> TypeError:
