@@ -64,7 +64,10 @@ def _dynamic_array(a: Any, where: str) -> np.ndarray | float:
             raise ValueError(f"{where} must be a float or a 1-D array; got shape {a.shape}")
         return a if a.dtype == _F64 else a.astype(np.float64)
     if isinstance(a, numbers.Real) and not isinstance(a, Value):
-        return float(a)
+        try:
+            return float(a)
+        except OverflowError:
+            raise ValueError(f"{where} is too large for a float; got {a!r:.40}") from None
     if isinstance(a, (list, tuple)):
         for k, item in enumerate(a):
             if isinstance(item, Value):
@@ -73,7 +76,10 @@ def _dynamic_array(a: Any, where: str) -> np.ndarray | float:
             if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Real):
                 raise TypeError(f"{where}[{k}] must be a real number; got "
                                 f"{type(item).__name__} {item!r:.40}")
-        return np.array(a, dtype=np.float64)
+        try:
+            return np.array(a, dtype=np.float64)
+        except OverflowError:
+            raise ValueError(f"{where} holds a number too large for a float") from None
     if isinstance(a, Value):
         raise TypeError(f"{where} is a Value: pass numbers to a jitted function (call fn "
                         f"directly to build a graph eagerly)")
@@ -242,6 +248,7 @@ class Traced:
         from scalar_autograd.backends import get_backend
 
         get_backend(backend)  # fail fast on a bad name
+        _check_positions(fn, self.argnums if kind != _VALUES else (), self.static_argnums)
         self.max_specializations = int(max_specializations)
         self.backend = backend
         self._cache: dict[Any, list[_Specialization]] = {}
@@ -269,27 +276,52 @@ class Traced:
 
     # ------------------------------------------------------------------ arguments
     def _positional(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """The arguments by position, keywords moved into place (as fn's signature).
+
+        Parameters left to their defaults are not passed (fn applies them itself), as
+        with ``jax.jit``; a default is filled in only for a gap before a keyword.
+        """
         if not kwargs:
             return args
         if self._signature is None:
-            self._signature = inspect.signature(self.fn)
+            try:
+                self._signature = inspect.signature(self.fn)
+            except (TypeError, ValueError):  # a builtin without a signature
+                raise TypeError(f"sa.{self.kind} of this callable takes positional "
+                                f"arguments only; got {sorted(kwargs)}") from None
         bound = self._signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        if bound.kwargs:
+        out: list[Any] = []
+        gap: list[Any] = []
+        for name, param in self._signature.parameters.items():
+            if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+                if name in bound.arguments and param.kind == param.VAR_POSITIONAL:
+                    out += gap + list(bound.arguments[name])
+                    gap = []
+                continue
+            if name in bound.arguments:
+                out += gap + [bound.arguments[name]]
+                gap = []
+            else:
+                gap.append(param.default)
+        extra = [k for k, p in self._signature.parameters.items()
+                 if p.kind == p.KEYWORD_ONLY and k in bound.arguments]
+        if extra:
             raise TypeError(f"keyword-only arguments are not supported by sa.{self.kind}; "
-                            f"got {sorted(bound.kwargs)}")
-        return tuple(bound.args)
+                            f"got {extra}")
+        return tuple(out)
 
     def _key(self, args: tuple[Any, ...]) -> tuple[Any, list[Any]]:
         """The cache key (statics, shapes) and the dynamic arguments, validated."""
         n = len(args)
-        for k in (*self.argnums, *self.static_argnums):
-            if k >= n or k < -n:
-                raise ValueError(f"argument {k} is named in argnums/static_argnums but "
-                                 f"the call passed {n} argument(s)")
+        if self.kind != _VALUES:
+            for k in self.argnums:
+                if k >= n or k < -n:
+                    raise ValueError(f"argument {k} is named in argnums but the call "
+                                     f"passed {n} argument(s)")
         statics = []
         dynamic = []
-        static = {k % n for k in self.static_argnums}
+        # a static argument the call leaves to its default is fn's own business
+        static = {k % n for k in self.static_argnums if -n <= k < n}
         for k, a in enumerate(args):
             if k in static:
                 try:
@@ -364,8 +396,8 @@ class Traced:
                     dynamic: list[Any]) -> _Specialization:
         with self._lock:
             specs = self._cache.setdefault(key, [])
-            if len(specs) >= self.max_specializations:
-                raise self._limit_error(specs)
+        # Trace before looking at the limit: another thread may have cached this very
+        # pattern since our guard checks, and the trace tells (same program key).
         spec = self._trace(key, layout, args, dynamic)
         with self._lock:
             for existing in specs:
@@ -385,15 +417,16 @@ class Traced:
         layout = self._layout(key)
         specs = self._cache.get(key)
         if specs:
-            for i, spec in enumerate(specs):
+            for i, spec in enumerate(list(specs)):  # a snapshot: others may reorder it
                 b = spec.buffers(deriv)
                 layout.load(dynamic, b.x, b.u)
                 b.call()
                 if spec.holds(b):
                     if i:  # the most recent hit goes first
                         with self._lock:
-                            if i < len(specs) and specs[i] is spec:
-                                specs.insert(0, specs.pop(i))
+                            if spec in specs:
+                                specs.remove(spec)
+                                specs.insert(0, spec)
                     self._remember(key, layout, spec, deriv)
                     return spec, b, layout
         spec = self._specialize(key, layout, args, dynamic)
@@ -527,9 +560,8 @@ class Traced:
         static = set()
         n_args = len(args)
         for k in self.static_argnums:
-            if k >= n_args or k < -n_args:
-                raise ValueError(f"static argument {k} is missing: batch got {n_args}")
-            static.add(k % n_args)
+            if -n_args <= k < n_args:
+                static.add(k % n_args)
         rows_of: list[np.ndarray] = []
         n_rows = None
         for k, a in enumerate(args):
@@ -554,6 +586,14 @@ class Traced:
             rows_of.append(np.asarray(arr, dtype=np.float64))
         if n_rows is None:
             raise TypeError("batch needs at least one dynamic (non-static) argument")
+        if n_rows == 0:  # the shapes come from one row at zeros, then none is kept
+            one = [a if k in static else np.zeros((1, *np.shape(a)[1:]))
+                   for k, a in enumerate(args)]
+            result = self.batch(*one)
+            if isinstance(result, tuple):
+                return tuple(r[:0] if not isinstance(r, tuple) else tuple(t[:0] for t in r)
+                             for r in result)
+            return result[:0]
         # a representative call (row 0, or zeros) fixes the signature and the layout
         sample = list(args)
         j = 0
@@ -570,7 +610,7 @@ class Traced:
         U = np.zeros((n_rows, layout.n_inputs))
         for j, r in enumerate(rows_of):
             is_param, lo, hi = layout.slots[j]
-            (X if is_param else U)[:, lo:hi] = r.reshape(n_rows, -1)
+            (X if is_param else U)[:, lo:hi] = r.reshape(n_rows, hi - lo)
         deriv = self.kind != _VALUES
         pending: np.ndarray = np.arange(n_rows)
         results: dict[int, tuple[_Specialization, np.ndarray, np.ndarray]] = {}
@@ -632,6 +672,23 @@ def _stack_parts(parts: list[Any], is_tuple: bool) -> Any:
             return ()
         return tuple(np.array([p[i] for p in parts]) for i in range(len(parts[0])))
     return np.array(parts)
+
+
+def _check_positions(fn: Callable[..., Any], argnums: tuple[int, ...],
+                     static_argnums: tuple[int, ...]) -> None:
+    """argnums and static_argnums must name positional parameters of fn (as JAX)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # no signature: checked at call time
+        return
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return
+    n = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+    for name, nums in (("argnums", argnums), ("static_argnums", static_argnums)):
+        for k in nums:
+            if not -n <= k < n:
+                raise ValueError(f"{name} names argument {k}, but fn takes {n} positional "
+                                 f"argument(s)")
 
 
 def _int_tuple(x: int | Sequence[int], name: str) -> tuple[int, ...]:
