@@ -14,7 +14,7 @@ is shared by many steps. Sizes are the nominal node counts (5 per step) 10^3 to 
 Systems (each skipped with a note when not installed or over its size budget):
 
 - ``scalar_autograd``: ``sa.compile`` + ``value_and_grad`` (native code below
-  ``llvm.VM_THRESHOLD`` instructions, the native tape VM above).
+  ``backends.registry.VM_THRESHOLD`` instructions, the native tape VM above).
 - ``scalar_autograd eager``: build the Value graph and ``backward()`` on every call.
 - CasADi ``SX`` ``Function`` of value and ``gradient`` (its SX virtual machine), and the
   same with ``jit=True`` (generated C compiled by the system's C compiler, ``-O1``);

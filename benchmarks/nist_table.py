@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import scalar_autograd as sa  # noqa: E402
 from lsq_nist_problems import SPECIAL_OPTIONS, NistProblem, load, lre  # noqa: E402
-from scalar_autograd.lsq.solve import jit_available  # noqa: E402
 
 
 def ours(problem: NistProblem, start: int, jacobian: str) -> tuple[float, float]:
@@ -63,9 +62,8 @@ def passed(problem: NistProblem, params: float, rss: float) -> bool:
 
 
 def main() -> None:
-    columns = [("graph", lambda p, s: ours(p, s, "graph"))]
-    if jit_available():
-        columns.append(("compiled", lambda p, s: ours(p, s, "compiled")))
+    columns = [("graph", lambda p, s: ours(p, s, "graph")),
+               ("compiled", lambda p, s: ours(p, s, "compiled"))]
     columns.append(("scipy lm", lambda p, s: scipy_lm(p, s, tight=False)))
     columns.append(("scipy lm tight", lambda p, s: scipy_lm(p, s, tight=True)))
     header = f"{'problem':<10}{'start':>5}  " + "  ".join(

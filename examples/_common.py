@@ -5,8 +5,9 @@ Every example defines ``run(quick=False, plot_dir=None) -> dict`` and ends with:
     if __name__ == "__main__":
         sys.exit(cli(run, __doc__))
 
-The table formatter and the matplotlib guard come from :mod:`scalar_autograd.demo`,
-which the installed demo uses too.
+The table formatter and the matplotlib guard come from the package
+(:mod:`scalar_autograd.console`, :mod:`scalar_autograd.plotting`), which the installed
+demo uses too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from scalar_autograd.demo import format_table, require_matplotlib
+from scalar_autograd.console import format_table
+from scalar_autograd.plotting import require_matplotlib
 
 __all__ = ["cli", "plot_path", "format_table", "require_matplotlib"]
 

@@ -1,7 +1,8 @@
 """Circle fit: centre and radius from noisy points on an arc, with standard errors.
 
 Points are drawn on three quarters of a circle (centre (1.0, -0.5), radius 2.0) with
-Gaussian noise of standard deviation 0.05 in x and y (fixed seed). Each point gives the
+Gaussian noise of standard deviation 0.05 in x and y (fixed seed,
+:func:`scalar_autograd.datasets.noisy_circle`). Each point gives the
 geometric residual ``|p - c| - r``; ``sa.nonlinear_least_squares`` (Levenberg-Marquardt
 on compiled Jacobians) fits ``c`` and ``r`` from a rough start, and
 ``LeastSquaresResult.standard_errors()`` gives each parameter's uncertainty, as
@@ -22,6 +23,7 @@ import numpy as np
 from _common import cli, format_table, plot_path, require_matplotlib
 
 import scalar_autograd as sa
+from scalar_autograd.datasets import noisy_circle
 
 TRUE_CIRCLE = (1.0, -0.5, 2.0)
 """The generating circle: centre x, centre y, radius."""
@@ -32,11 +34,9 @@ SEED = 7
 
 def noisy_arc(count: int, seed: int = SEED) -> np.ndarray:
     """``count`` points on three quarters of the true circle plus noise: ``(count, 2)``."""
-    rng = np.random.default_rng(seed)
     cx, cy, r = TRUE_CIRCLE
-    t = rng.uniform(-0.25 * math.pi, 1.25 * math.pi, count)
-    points = np.column_stack([cx + r * np.cos(t), cy + r * np.sin(t)])
-    return points + rng.normal(0.0, NOISE, points.shape)
+    return noisy_circle(count, centre=(cx, cy), radius=r, noise=NOISE,
+                        arc=(-0.25 * math.pi, 1.25 * math.pi), seed=seed)
 
 
 def run(quick: bool = False, plot_dir: str | None = None) -> dict[str, Any]:

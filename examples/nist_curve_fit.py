@@ -12,7 +12,7 @@ of them from NIST's first (far) starting point:
 prints that trace (cost, gradient, step, damping, gain ratio, accepted or rejected)
 and then the number of digits each fitted parameter shares with the certified value
 (the log relative error, LRE). The data ship with the package
-(``scalar_autograd/data/nist_strd.json``, public-domain NIST data).
+(:func:`scalar_autograd.datasets.nist_problem`, public-domain NIST data).
 
 Run:
     python examples/nist_curve_fit.py [--plot DIR] [--quick]
@@ -20,17 +20,16 @@ Run:
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Callable
-from importlib import resources
 from typing import Any
 
 import numpy as np
 from _common import cli, format_table, plot_path, require_matplotlib
 
 import scalar_autograd as sa
+from scalar_autograd.datasets import nist_problem
 from scalar_autograd.lsq import IterationInfo
 
 Model = Callable[[list[Any], Any], Any]
@@ -43,15 +42,6 @@ MODELS: dict[str, Model] = {
 """The models, written once for ``Value`` parameters and float ``x``."""
 
 
-def load_problem(name: str) -> dict[str, Any]:
-    """One problem from the packaged NIST file: data, starts, certified values."""
-    text = resources.files("scalar_autograd").joinpath("data", "nist_strd.json").read_text()
-    for problem in json.loads(text)["problems"]:
-        if problem["name"] == name:
-            return problem  # type: ignore[no-any-return]
-    raise ValueError(f"no NIST problem named {name!r}")
-
-
 def log_relative_error(value: float, certified: float) -> float:
     """The number of significant digits ``value`` shares with ``certified`` (15 if equal)."""
     if value == certified:
@@ -61,12 +51,12 @@ def log_relative_error(value: float, certified: float) -> float:
 
 def fit(name: str) -> dict[str, Any]:
     """Fit problem ``name`` from NIST's first start; print the trace and the comparison."""
-    problem = load_problem(name)
+    problem = nist_problem(name)
     model = MODELS[name]
-    xs = [float(x) for x in problem["x"]]
-    ys = [float(y) for y in problem["y"]]
-    start = problem["starts"][0]
-    certified = problem["certified_params"]
+    xs = problem.x.tolist()
+    ys = problem.y.tolist()
+    start = list(problem.starts[0])
+    certified = list(problem.certified_params)
     params = [sa.Value(float(v), label=f"b{i}") for i, v in enumerate(start)]
 
     def residuals(b: list[sa.Value]) -> list[sa.Value]:
@@ -78,7 +68,7 @@ def fit(name: str) -> dict[str, Any]:
     result = sa.nonlinear_least_squares(params, residuals, max_iterations=1000,
                                         callback=trace.append)
 
-    print(f"== {name} ({problem['difficulty']} difficulty): y = {problem['model']}")
+    print(f"== {name} ({problem.difficulty} difficulty): y = {problem.model}")
     print(f"{len(xs)} points, {len(params)} parameters, start {start}\n")
     rows = [[0, f"{start_cost:.10e}", "", "", "", "", "start"]]
     rows += [[i.iteration, f"{i.cost:.10e}", f"{i.grad_norm:.2e}", f"{i.step_norm:.2e}",
@@ -89,15 +79,15 @@ def fit(name: str) -> dict[str, Any]:
     print(f"\n{result.message}")
     digits = [log_relative_error(float(v), c) for v, c in zip(result.x, certified)]
     rss = 2.0 * result.cost
-    rss_digits = log_relative_error(rss, problem["certified_rss"])
+    rss_digits = log_relative_error(rss, problem.certified_rss)
     rows = [[f"b{i}", f"{v:.10e}", f"{c:.10e}", f"{d:.1f}"]
             for i, (v, c, d) in enumerate(zip(result.x, certified, digits))]
-    rows.append(["RSS", f"{rss:.10e}", f"{problem['certified_rss']:.10e}", f"{rss_digits:.1f}"])
+    rows.append(["RSS", f"{rss:.10e}", f"{problem.certified_rss:.10e}", f"{rss_digits:.1f}"])
     print(format_table(["", "fitted", "certified", "digits (LRE)"], rows, "lrrr"))
     print(f"every parameter matches the certified value to {min(digits):.1f} significant "
           "digits\n")
     return {"name": name, "x": result.x.tolist(), "certified": certified,
-            "digits": digits, "rss": rss, "certified_rss": problem["certified_rss"],
+            "digits": digits, "rss": rss, "certified_rss": problem.certified_rss,
             "rss_digits": rss_digits, "iterations": result.iterations,
             "costs": [start_cost] + [i.cost for i in trace], "status": result.status,
             "data": (np.array(xs), np.array(ys)), "model": model}

@@ -26,8 +26,7 @@ import numpy as np
 from _common import cli, format_table, plot_path, require_matplotlib
 
 import scalar_autograd as sa
-from scalar_autograd.demo import arm_points
-from scalar_autograd.kinematics import planar_arm_end, planar_ik_loss
+from scalar_autograd.kinematics import arm_points, planar_arm_end, planar_ik_loss
 
 GRADIENT_TOLERANCE = 1e-13
 """L-BFGS stops on the gradient alone (``ftol=0``), far below the 1e-6 reach tolerance."""

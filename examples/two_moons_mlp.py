@@ -1,11 +1,11 @@
 """Two moons: a small MLP classifier trained with a compiled loss and Adam.
 
-The two-moons data set (two interleaving half circles with Gaussian noise) is generated
-here with numpy from a fixed seed and standardised. An ``sa.MLP(2, [16, 16, 1])`` with
-tanh hidden units gives one logit per point; the loss is the mean binary cross-entropy
-from logits over the whole training set. ``sa.minimize(compiled_loss, params,
-method="adam")`` runs every Adam step on the compiled value and gradient of that
-graph (compiled once with ``sa.compile``).
+The two-moons data set (two interleaving half circles with Gaussian noise,
+:func:`scalar_autograd.datasets.two_moons`) is drawn from a fixed seed and
+standardised. An ``sa.MLP(2, [16, 16, 1])`` with tanh hidden units gives one logit per
+point; the loss is the mean binary cross-entropy from logits over the whole training
+set. ``sa.minimize(compiled_loss, params, method="adam")`` runs every Adam step on the
+compiled value and gradient of that graph (compiled once with ``sa.compile``).
 
 Predictions use a second compiled function, the model's logit with the point as a
 runtime input, evaluated for many points in one native loop (``batch_values``): the
@@ -17,7 +17,6 @@ Run:
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from typing import Any
@@ -26,24 +25,10 @@ import numpy as np
 from _common import cli, plot_path, require_matplotlib
 
 import scalar_autograd as sa
+from scalar_autograd.datasets import two_moons
 
 SEED = 0
 NOISE = 0.15
-
-
-def two_moons(count: int, noise: float = NOISE, seed: int = SEED
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` points ``(count, 2)`` and labels 0/1: the upper moon and the lower one."""
-    rng = np.random.default_rng(seed)
-    n0 = count // 2
-    n1 = count - n0
-    t0 = rng.uniform(0.0, math.pi, n0)
-    t1 = rng.uniform(0.0, math.pi, n1)
-    upper = np.column_stack([np.cos(t0), np.sin(t0)])
-    lower = np.column_stack([1.0 - np.cos(t1), 0.5 - np.sin(t1)])
-    points = np.vstack([upper, lower]) + rng.normal(0.0, noise, (count, 2))
-    labels = np.concatenate([np.zeros(n0), np.ones(n1)])
-    return points, labels
 
 
 def run(quick: bool = False, plot_dir: str | None = None) -> dict[str, Any]:
@@ -55,7 +40,7 @@ def run(quick: bool = False, plot_dir: str | None = None) -> dict[str, Any]:
         ``status`` and ``plot``.
     """
     count, hidden, steps = (100, [8, 8], 300) if quick else (200, [16, 16], 500)
-    points, labels = two_moons(count)
+    points, labels = two_moons(count, noise=NOISE, seed=SEED)
     mean, std = points.mean(axis=0), points.std(axis=0)
     features = (points - mean) / std
 

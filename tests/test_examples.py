@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 import scalar_autograd.__main__ as cli_main
 import scalar_autograd.demo as demo
+from scalar_autograd import console, datasets
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -112,11 +114,23 @@ def test_two_moons_mlp_fits_the_training_set(tmp_path: Path) -> None:
 
 
 def test_two_moons_data_are_balanced_and_reproducible() -> None:
-    example = _example("two_moons_mlp")
-    x1, y1 = example.two_moons(51)
-    x2, y2 = example.two_moons(51)
+    x1, y1 = datasets.two_moons(51)
+    x2, y2 = datasets.two_moons(51)
     assert x1.shape == (51, 2) and (x1 == x2).all() and (y1 == y2).all()
     assert int(y1.sum()) == 26
+    with pytest.raises(ValueError, match="`count` must be a positive integer; got 0"):
+        datasets.two_moons(0)
+    with pytest.raises(TypeError, match="`noise` must be .* >= 0; got str"):
+        datasets.two_moons(5, noise="0.1")
+
+
+def test_noisy_circle_lies_on_its_arc() -> None:
+    points = datasets.noisy_circle(200, centre=(1.0, -0.5), radius=2.0, noise=0.0,
+                                   arc=(0.0, math.pi / 2), seed=3)
+    np.testing.assert_allclose(np.hypot(points[:, 0] - 1.0, points[:, 1] + 0.5), 2.0)
+    assert (points[:, 0] >= 1.0 - 1e-12).all() and (points[:, 1] >= -0.5 - 1e-12).all()
+    with pytest.raises(ValueError, match="`noise` must be .* >= 0; got -1.0"):
+        datasets.noisy_circle(3, noise=-1.0)
 
 
 def test_nist_misra1a_matches_the_certified_values(tmp_path: Path,
@@ -142,10 +156,12 @@ def test_nist_thurber_matches_the_certified_values(
 
 
 def test_nist_data_ship_with_the_package() -> None:
-    problem = _example("nist_curve_fit").load_problem("misra1a")
-    assert len(problem["x"]) == len(problem["y"]) == 14
+    problem = datasets.nist_problem("misra1a")
+    assert len(problem.x) == len(problem.y) == 14
+    assert problem.starts[0] == (500.0, 1e-4) and len(problem.certified_params) == 2
+    assert {"misra1a", "thurber"} <= set(datasets.nist_problem_names())
     with pytest.raises(ValueError, match="no NIST problem named 'nope'"):
-        _example("nist_curve_fit").load_problem("nope")
+        datasets.nist_problem("nope")
 
 
 def test_example_command_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -249,7 +265,7 @@ def test_progress_bar_redraws_in_place_on_a_terminal(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TERM", "xterm")
     stream = _Terminal()
-    bar = demo.ProgressBar(10, stream=stream, width=10)
+    bar = console.ProgressBar(10, stream=stream, width=10)
     bar.advance(5, "half")
     bar.advance(5)
     bar.close()
@@ -261,17 +277,17 @@ def test_progress_bar_redraws_in_place_on_a_terminal(
 
 def test_progress_bar_disabled_prints_nothing() -> None:
     stream = _Terminal()
-    bar = demo.ProgressBar(3, stream=stream, enabled=False)
+    bar = console.ProgressBar(3, stream=stream, enabled=False)
     bar.advance(3, "x")
     bar.close()
     assert stream.getvalue() == ""
     with pytest.raises(ValueError, match="total must be positive"):
-        demo.ProgressBar(0)
+        console.ProgressBar(0)
 
 
 def test_format_table_rejects_a_bad_alignment() -> None:
     with pytest.raises(ValueError, match="one 'l' or 'r' per column"):
-        demo.format_table(["a", "b"], [[1, 2]], "l")
+        console.format_table(["a", "b"], [[1, 2]], "l")
 
 
 def test_demo_module_doctests() -> None:

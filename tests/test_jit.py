@@ -12,8 +12,8 @@ import pytest
 
 import scalar_autograd as sa
 from jit_support import assert_same, central_difference
-from scalar_autograd.backends import llvm as llvm_backend
 from scalar_autograd.kinematics import planar_ik_loss
+from scalar_autograd.native import engine as native_engine
 from scalar_autograd.runtime.cache import KERNELS
 
 
@@ -203,7 +203,7 @@ def test_unknown_backend_is_a_value_error(bad_backend):
 
 
 def test_llvm_without_llvmlite_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(llvm_backend, "_llvm", None)
+    monkeypatch.setattr(native_engine, "_llvm", None)
     x = sa.Value(1.0)
     with pytest.raises(ImportError, match="pip install llvmlite"):
         sa.compile(x * 2, [x], backend="llvm")
@@ -273,14 +273,36 @@ def test_two_threads_give_the_serial_results():
             np.testing.assert_array_equal(g, sg)
 
 
+def test_vm_is_a_backend_of_its_own_and_the_cache_keys_the_resolved_name(monkeypatch):
+    from scalar_autograd.backends import get_backend, registry, resolve_backend
+
+    KERNELS.clear()
+    x = sa.Value(0.5)
+    y = sa.sin(x) * x + 1.0
+    native = sa.compile(y, [x], backend="llvm")
+    vm = sa.compile(y, [x], backend="vm")
+    assert (native.backend, vm.backend, get_backend("vm").name) == ("llvm", "vm", "vm")
+    assert vm.source.startswith("; tape VM program")
+    for point in ([0.3], [-2.0]):
+        assert_same(vm(point), native(point), rel=1e-15)
+        assert_same(vm.value_and_grad(point)[1], native.value_and_grad(point)[1], rel=1e-15)
+    # over the threshold "llvm" (and "auto") resolve to "vm": a different cache entry,
+    # so the native code compiled above is not reused
+    monkeypatch.setattr(registry, "VM_THRESHOLD", 0)
+    assert resolve_backend("auto", native.program) == "vm"
+    again = sa.compile(y, [x], backend="llvm")
+    assert again.backend == "vm" and again.source == vm.source
+    KERNELS.clear()
+
+
 def test_large_graph_uses_the_vm_and_agrees_with_native_code():
     rng = np.random.default_rng(5)
     xs = [sa.Value(float(v)) for v in rng.uniform(-1, 1, 20)]
     acc = xs[0]
-    for i in range(6000):  # ~30k nodes: over the VM threshold once differentiated
+    for i in range(6000):  # ~24k instructions: over VM_THRESHOLD
         acc = acc * 0.999 + sa.sin(xs[i % 20] * xs[(7 * i + 3) % 20] + acc)
     f = sa.compile(acc, xs)
-    assert getattr(f._entry.deriv_kernel(), "mode", "") == "vm"
+    assert f.backend == "vm"
     g = sa.compile(acc, xs, backend="python")
     x = rng.uniform(-1, 1, 20)
     v1, g1 = f.value_and_grad(x)

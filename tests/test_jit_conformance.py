@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import operator
-from unittest import mock
 
 import mpmath
 import numpy as np
@@ -34,10 +33,8 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 import scalar_autograd as sa
-from scalar_autograd.backends import llvm as llvm_backend
-from scalar_autograd.runtime.cache import KERNELS
 
-BACKENDS = ("interpreter", "python", "llvm", "llvm-vm")
+BACKENDS = ("interpreter", "python", "llvm", "vm")
 N_POINTS = 12          # points per example (the first is where the trace happens)
 N_DERIV_POINTS = 6     # of which at most this many get the mpmath derivative check
 VALUE_MARGIN = 1e-9    # relative distance from a branch boundary for value checks
@@ -364,16 +361,8 @@ def _points(prog, seed: int) -> list[Point]:
 
 
 def _on_backend(backend: str, check) -> None:
-    """Run ``check(name)`` with ``name`` a backend; ``llvm-vm`` forces the tape VM."""
-    if backend != "llvm-vm":
-        check(backend)
-        return
-    with mock.patch.object(llvm_backend, "VM_THRESHOLD", -1):
-        KERNELS.clear()  # no native kernel of these programs may be reused
-        try:
-            check("llvm")
-        finally:
-            KERNELS.clear()
+    """Run ``check(name)`` with ``name`` a backend (``"vm"``: the tape VM at any size)."""
+    check(backend)
 
 
 def _args(convention: str, x: list[float]):

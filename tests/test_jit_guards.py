@@ -316,6 +316,14 @@ def test_long_program_inside_a_branch_runs_on_the_vm(backend):
         assert_same(value, expected, rel=1e-15, what=f"value at {v}")
         assert_same(g, [1.0, total] if v0 > 0 else [v1, v0], rel=1e-15, what=f"grad at {v}")
     assert f.n_specializations == vg.n_specializations == 2
+    if backend in ("llvm", "vm"):
+        point = np.array([1.0, 2.0])
+        used = sorted([c.backend for c in f.specializations(point)]
+                      + [c.backend for c in vg.specializations(point)])
+        if backend == "vm":  # the tape VM whatever the size
+            assert used == ["vm"] * 4
+        else:                 # "llvm": the VM above VM_THRESHOLD instructions
+            assert used == ["llvm", "llvm", "vm", "vm"]
 
 
 # --------------------------------------------------------------------------- and/or/not

@@ -1,14 +1,13 @@
 """Random programs (hypothesis): every backend agrees with the interpreter on values and
 gradients, nan and inf included, and with eager mode where everything is finite.
 
-Backends: python (bit-exact), llvm native code and the llvm tape VM (forced with
-``VM_THRESHOLD = -1``), each through both kernels: the value kernel (``f(x)``) and the
-value-and-derivative kernel (``f.value_and_grad(x)``)."""
+Backends: python (bit-exact), llvm native code and the tape VM (backend ``"vm"``), each
+through both kernels: the value kernel (``f(x)``) and the value-and-derivative kernel
+(``f.value_and_grad(x)``)."""
 
 from __future__ import annotations
 
 import math
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -17,9 +16,7 @@ from hypothesis import strategies as st
 
 import scalar_autograd as sa
 from jit_support import assert_same, same_float
-from scalar_autograd.backends import llvm as llvm_backend
 from scalar_autograd.ops import OPS, VARIADIC
-from scalar_autograd.runtime.cache import KERNELS
 from scalar_autograd.value import apply
 
 _OPS = [op for op in OPS if op.name != "pow"]
@@ -65,7 +62,7 @@ def test_random_programs_agree_across_backends(program, data):
     reference = sa.compile(out, params, backend="interpreter")
     ref_value, ref_grad = reference.value_and_grad(point)
     assert same_float(reference(point), ref_value), (reference(point), ref_value)
-    for backend in ("python", "llvm", "llvm-vm"):
+    for backend in ("python", "llvm", "vm"):
         f, value, grad, forward = _run(out, params, point, backend)
         exact = backend == "python"
         for v, what in ((value, "value_and_grad"), (forward, "f(x)")):
@@ -85,24 +82,14 @@ def test_random_programs_agree_across_backends(program, data):
 
 
 def _run(out, params, point, backend):
-    """Compile on ``backend`` (``llvm-vm``: the llvm backend forced onto its tape VM)."""
-    if backend != "llvm-vm":
-        f = sa.compile(out, params, backend=backend)
-        value, grad = f.value_and_grad(point)
-        return f, value, grad, f(point)
-    with mock.patch.object(llvm_backend, "VM_THRESHOLD", -1):
-        KERNELS.clear()  # no native kernel of this program may be reused
-        try:
-            f = sa.compile(out, params, backend="llvm")
-            value, grad = f.value_and_grad(point)
-            forward = f(point)
-            assert f._entry.deriv_kernel().mode == "vm"
-        finally:
-            KERNELS.clear()
-    return f, value, grad, forward
+    """Compile on ``backend``; values, gradient and ``f(x)`` at ``point``."""
+    f = sa.compile(out, params, backend=backend)
+    assert f.backend == backend
+    value, grad = f.value_and_grad(point)
+    return f, value, grad, f(point)
 
 
-@pytest.mark.parametrize("backend", ["interpreter", "python", "llvm", "llvm-vm"])
+@pytest.mark.parametrize("backend", ["interpreter", "python", "llvm", "vm"])
 def test_copysign_takes_a_nan_sign_source_as_positive_on_every_backend(backend: str) -> None:
     # log(-1) is a nan whose sign bit IEEE 754 leaves open (x86's libm: negative,
     # CPython: positive); -nan has it set on purpose. Hand-computed: |x| and d/dx = sign(x).

@@ -12,13 +12,10 @@ from lsq_bundle import make_bundle
 from scalar_autograd.lsq import CovarianceWarning, IterationInfo, Status
 from scalar_autograd.lsq.compiled_oracle import CompiledOracle
 from scalar_autograd.lsq.graph_oracle import GraphOracle
-from scalar_autograd.lsq.solve import jit_available
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
 
-JIT = jit_available()
-PATHS = ["graph", pytest.param("compiled", marks=pytest.mark.skipif(
-    not JIT, reason="the JIT is not available"))]
+PATHS = ["graph", "compiled"]
 
 
 def circle_points(n: int, seed: int = 0, noise: float = 0.05):
@@ -159,7 +156,6 @@ def _random_problem(rng: np.random.Generator, n: int, m: int):
     return build
 
 
-@pytest.mark.skipif(not JIT, reason="the JIT is not available")
 @pytest.mark.parametrize("seed", range(5))
 def test_graph_and_compiled_jacobians_agree(seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -192,7 +188,6 @@ def test_block_exponential_fit(path: str) -> None:
     np.testing.assert_allclose(problem.x, res.x)
 
 
-@pytest.mark.skipif(not JIT, reason="the JIT is not available")
 def test_block_graph_compiled_dense_sparse_agree() -> None:
     bundle = make_bundle(4, 30, 150, seed=2)
     problem = bundle.problem()
@@ -548,7 +543,6 @@ def test_sparse_and_dense_paths_agree_with_robust_loss(loss: str) -> None:
         assert res.cost == pytest.approx(results[0].cost, rel=1e-9)
 
 
-@pytest.mark.skipif(not JIT, reason="the JIT is not available")
 def test_compiled_residual_fn_takes_the_sparse_path_for_many_params() -> None:
     n = 300
     rng = np.random.default_rng(4)

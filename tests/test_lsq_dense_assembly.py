@@ -20,10 +20,8 @@ from scalar_autograd.lsq.levenberg_marquardt import (
     _squared_norm_of_product,
 )
 from scalar_autograd.lsq.options import SolverOptions
-from scalar_autograd.lsq.solve import jit_available
 
-PATHS = ["graph", pytest.param("compiled", marks=pytest.mark.skipif(
-    not jit_available(), reason="the JIT is not available"))]
+PATHS = ["graph", "compiled"]
 
 
 class TwoOutputs:

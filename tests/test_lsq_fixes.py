@@ -17,13 +17,10 @@ import scalar_autograd as sa
 from scalar_autograd.lsq import CovarianceWarning, Status
 from scalar_autograd.lsq.losses import LOSSES, evaluate_loss
 from scalar_autograd.lsq.options import validate_jacobian_mode, validate_options
-from scalar_autograd.lsq.solve import jit_available
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
 
-JIT = jit_available()
-JACOBIANS = ["auto", "graph", pytest.param("compiled", marks=pytest.mark.skipif(
-    not JIT, reason="the JIT is not available"))]
+JACOBIANS = ["auto", "graph", "compiled"]
 
 
 # ------------------------------------------------------------ 1. constant residuals
@@ -78,8 +75,7 @@ def test_constant_residuals_between_the_others_on_every_linear_solver(
     assert res.cost == pytest.approx(0.5 * (2 * 0.25**2 + 4.0 + 9.0), abs=1e-12)
 
 
-@pytest.mark.parametrize("jacobian", ["graph", pytest.param("compiled", marks=pytest.mark.skipif(
-    not JIT, reason="the JIT is not available"))])
+@pytest.mark.parametrize("jacobian", ["graph", "compiled"])
 def test_only_constant_residuals(jacobian: str) -> None:
     p = sa.Value(0.5)
     res = sa.nonlinear_least_squares([p], lambda q: [sa.Value(2.0), sa.Value(1.0) * 3.0],

@@ -36,13 +36,6 @@ def test_nist_graph_path(problem: NistProblem, start: int) -> None:
     _check(problem, _solve(problem, start, "graph"))
 
 
-def _jit_available() -> bool:
-    from scalar_autograd.lsq.solve import jit_available
-
-    return jit_available()
-
-
-@pytest.mark.skipif(not _jit_available(), reason="the JIT is not available")
 @pytest.mark.parametrize(("problem", "start"), RUNS, ids=IDS)
 def test_nist_compiled_path(problem: NistProblem, start: int) -> None:
     _check(problem, _solve(problem, start, "compiled"))

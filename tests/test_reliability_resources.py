@@ -12,7 +12,7 @@ warm-up that fills the cache, 1000 more functions are compiled, called and dropp
   than a generous bound. (The resident set alone can hide a native leak when the leaked
   blocks reuse freed pages, as it did in a full test run. llvmlite 0.50's default -O2
   module pipeline keeps ~58 KB of native memory per run, which is why the llvm backend
-  runs an explicit short pass list instead; see ``backends/llvm.py``.)
+  runs an explicit short pass list instead; see ``native/engine.py``.)
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def expected(a: float, b: float, t: float) -> tuple[np.ndarray, np.ndarray]:
 def generated_sources(f: sa.CompiledFunction) -> str:
     kernels = [f._entry.value_kernel(), f._entry.deriv_kernel()]
     texts = [f.source] + [k.source for k in kernels]
-    if any(getattr(k, "mode", "") == "vm" for k in kernels):
+    if f.backend == "vm":
         texts.append(vm_backend.machine().source)
     return "\n".join(texts)
 

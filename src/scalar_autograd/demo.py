@@ -16,9 +16,10 @@ speedup table for 5, 20 and 50 variables, measured live on this machine. Timings
 the best of ``repeats`` runs (as ``timeit``: the least disturbed run on a busy machine)
 and cover the descent loop only; the one-off compile time has its own column.
 
-This module also holds the small helpers the scripts in ``examples/`` share with the
-demo: :func:`format_table`, :class:`ProgressBar`, :func:`require_matplotlib` and
-:func:`arm_points`.
+The demo only: the pieces it shares with the scripts in ``examples/`` live in modules
+named for what they are (:mod:`scalar_autograd.console` for the table and the progress
+bar, :mod:`scalar_autograd.plotting` for the matplotlib guard,
+:mod:`scalar_autograd.kinematics` for the arm).
 
 Example:
     >>> import io
@@ -32,23 +33,23 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
 import numpy as np
 
-from scalar_autograd.kinematics import planar_ik_loss
+from scalar_autograd.console import ProgressBar, format_table
+from scalar_autograd.kinematics import arm_points, planar_ik_loss
+from scalar_autograd.plotting import require_matplotlib
 from scalar_autograd.runtime import apply_compiled_gradients, compile, compile_gradient_function
 from scalar_autograd.value import Value
 
 __all__ = [
-    "SIZES", "ITERATIONS", "TARGET", "LEARNING_RATE", "SpeedupRow", "ProgressBar",
-    "start_angles", "measure_speedup", "run_demo", "format_table", "speedup_table",
-    "require_matplotlib", "arm_points", "plot_arm_poses", "plot_timings",
+    "SIZES", "ITERATIONS", "TARGET", "LEARNING_RATE", "SpeedupRow", "start_angles",
+    "measure_speedup", "run_demo", "speedup_table", "plot_arm_poses", "plot_timings",
 ]
 
 SIZES = (5, 20, 50)
@@ -61,144 +62,6 @@ LEARNING_RATE = 0.01
 """Gradient-descent step size."""
 
 _CHUNKS = 20  # progress updates per timed run (between chunks, outside the timed part)
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
-                 align: str | None = None) -> str:
-    """A plain-text table; cells are converted with ``str`` (format numbers first).
-
-    Args:
-        headers: the column titles.
-        rows: the cells, one sequence per row.
-        align: one letter per column, ``"l"`` (left) or ``"r"`` (right); all right by
-            default.
-
-    Example:
-        >>> print(format_table(["name", "ms"], [["fast", "1.25"], ["slow", "12.50"]], "lr"))
-        name     ms
-        ----  -----
-        fast   1.25
-        slow  12.50
-    """
-    cells = [[str(c) for c in row] for row in rows]
-    align = align or "r" * len(headers)
-    if len(align) != len(headers) or set(align) - {"l", "r"}:
-        raise ValueError(f"align must hold one 'l' or 'r' per column ({len(headers)}); "
-                         f"got {align!r}")
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-
-    def line(texts: Sequence[str]) -> str:
-        return "  ".join(t.ljust(w) if a == "l" else t.rjust(w)
-                         for t, w, a in zip(texts, widths, align)).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
-
-
-class ProgressBar:
-    """A text progress bar on a stream (stderr by default), no dependency needed.
-
-    On a terminal the bar redraws itself in place (``\\r``) and is erased by
-    :meth:`close`. Elsewhere (a pipe, a log file, a test) it prints one plain line each
-    time the label changes, so logs stay readable. ``enabled=False`` prints nothing.
-
-    Args:
-        total: the number of units of work (> 0).
-        stream: where to draw; ``sys.stderr`` when ``None``.
-        enabled: draw at all.
-        width: the bar's width in characters.
-
-    Example:
-        >>> import io
-        >>> out = io.StringIO()
-        >>> bar = ProgressBar(4, stream=out)
-        >>> bar.advance(2, "first half")
-        >>> bar.advance(2, "second half")
-        >>> bar.close()
-        >>> print(out.getvalue(), end="")
-        [ 50%] first half
-        [100%] second half
-    """
-
-    def __init__(self, total: int, stream: TextIO | None = None, enabled: bool = True,
-                 width: int = 30) -> None:
-        if total <= 0:
-            raise ValueError(f"total must be positive; got {total!r}")
-        self.total = total
-        self.done = 0
-        self.stream = sys.stderr if stream is None else stream
-        self.enabled = enabled
-        self.width = width
-        self.columns = min(100, shutil.get_terminal_size((100, 24)).columns - 1)
-        isatty = getattr(self.stream, "isatty", None)
-        self.tty = bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
-        self._label = ""
-        self._start = time.perf_counter()
-
-    def advance(self, units: int, label: str | None = None) -> None:
-        """Record ``units`` more units of work done, under ``label`` if given."""
-        self.done = min(self.total, self.done + units)
-        changed = label is not None and label != self._label
-        if label is not None:
-            self._label = label
-        if not self.enabled:
-            return
-        fraction = self.done / self.total
-        if self.tty:
-            filled = int(round(fraction * self.width))
-            bar = "#" * filled + "-" * (self.width - filled)
-            elapsed = time.perf_counter() - self._start
-            text = f"\r[{bar}] {100 * fraction:3.0f}%  {elapsed:5.1f} s  {self._label}"
-            self.stream.write(text.ljust(self.columns)[:self.columns])
-            self.stream.flush()
-        elif changed:
-            self.stream.write(f"[{100 * fraction:3.0f}%] {self._label}\n")
-            self.stream.flush()
-
-    def close(self) -> None:
-        """Erase the bar (on a terminal); call once at the end."""
-        if self.enabled and self.tty:
-            self.stream.write("\r" + " " * self.columns + "\r")
-            self.stream.flush()
-
-
-def require_matplotlib() -> Any:
-    """``matplotlib.figure.Figure``, or an ``ImportError`` saying how to install it.
-
-    Plots are drawn on a bare ``Figure`` (no pyplot, no GUI backend) and saved with
-    ``fig.savefig(path)``, so plotting works on headless machines and in threads.
-
-    Raises:
-        ImportError: when matplotlib is not installed (it is the optional ``plot``
-            extra: ``pip install "scalar-autograd[plot]"``).
-    """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ImportError(
-            "plotting needs matplotlib, an optional dependency of scalar-autograd; "
-            "install it with: pip install \"scalar-autograd[plot]\"  (or: pip install "
-            "matplotlib)"
-        ) from exc
-    return Figure
-
-
-def arm_points(angles: Sequence[float], lengths: Sequence[float] | None = None) -> np.ndarray:
-    """The joint positions of a planar arm, base first: shape ``(n + 1, 2)``.
-
-    Joint angles are relative, as in :func:`scalar_autograd.kinematics.planar_arm_end`.
-
-    Example:
-        >>> arm_points([0.0, math.pi / 2]).round(12).tolist()
-        [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]
-    """
-    q = np.asarray(angles, dtype=float)
-    links = np.ones(len(q)) if lengths is None else np.asarray(lengths, dtype=float)
-    phi = np.cumsum(q)
-    steps = np.column_stack([links * np.cos(phi), links * np.sin(phi)])
-    return np.vstack([np.zeros(2), np.cumsum(steps, axis=0)])
 
 
 # ----------------------------------------------------------------------------- measurement

@@ -2,7 +2,9 @@
 
 A planar arm has joint angles ``theta_i`` and link lengths ``L_i``; joint ``i`` points
 along the cumulative angle ``phi_i = theta_0 + ... + theta_i``, and the end effector is
-``(sum L_i cos phi_i, sum L_i sin phi_i)``.
+``(sum L_i cos phi_i, sum L_i sin phi_i)``. :func:`planar_arm_end` and
+:func:`planar_ik_loss` build it on ``Value`` angles (to differentiate or compile);
+:func:`arm_points` computes every joint's position in numpy (to draw the arm).
 
 Example:
     >>> import scalar_autograd as sa
@@ -15,6 +17,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import numpy as np
 
 from scalar_autograd.functional import cos, sin
 from scalar_autograd.functional import sum as vsum
@@ -70,3 +74,20 @@ def planar_ik_loss(
     dx = x - target[0]
     dy = y - target[1]
     return dx * dx + dy * dy
+
+
+def arm_points(angles: Sequence[float], lengths: Sequence[float] | None = None) -> np.ndarray:
+    """The joint positions of a planar arm, base first: shape ``(n + 1, 2)``.
+
+    Joint angles are relative, as in :func:`planar_arm_end`.
+
+    Example:
+        >>> import math
+        >>> arm_points([0.0, math.pi / 2]).round(12).tolist()
+        [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]
+    """
+    q = np.asarray(angles, dtype=float)
+    links = np.ones(len(q)) if lengths is None else np.asarray(lengths, dtype=float)
+    phi = np.cumsum(q)
+    steps = np.column_stack([links * np.cos(phi), links * np.sin(phi)])
+    return np.vstack([np.zeros(2), np.cumsum(steps, axis=0)])

@@ -6,8 +6,10 @@ difference of ``f`` along ``v`` for several random unit directions ``v``. A fail
 raises ``AssertionError`` with the analytic and numeric values side by side.
 
 Differentiation modes are looked up by name in :data:`MODES`: ``"rev"`` (eager
-``Value.backward()``) is built in; other modes (forward mode, compiled code) register
-themselves there with :func:`register_mode`.
+``Value.backward()``), ``"fwd"`` (forward mode on the IR, compiled) and ``"jit"``
+(reverse mode on the IR, compiled). This module sits above the runtime in the layers,
+so it lists the compiled modes of :mod:`scalar_autograd.runtime.check` directly;
+:func:`register_mode` adds others.
 
 Example:
     >>> import scalar_autograd as sa
@@ -24,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from scalar_autograd.modes import no_grad
+from scalar_autograd.runtime.check import compiled_forward, compiled_reverse
 from scalar_autograd.value import Value
 
 _ULP = 2.0**-52
@@ -48,12 +51,14 @@ def _reverse_mode(f: Function, x: list[float], directions: list[list[float]]) ->
     return [math.fsum(g * vi for g, vi in zip(grad, v, strict=True)) for v in directions]
 
 
-MODES: dict[str, DirectionalDerivative] = {"rev": _reverse_mode}
+MODES: dict[str, DirectionalDerivative] = {
+    "rev": _reverse_mode, "fwd": compiled_forward, "jit": compiled_reverse,
+}
 """Differentiation modes ``check_grads`` can check, by name."""
 
 
 def register_mode(name: str, directional: DirectionalDerivative) -> None:
-    """Make ``check_grads(..., modes=(name,))`` available (e.g. ``"fwd"`` from the JIT).
+    """Make ``check_grads(..., modes=(name,))`` available for a mode of your own.
 
     Args:
         name: the mode's name.

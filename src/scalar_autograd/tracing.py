@@ -193,8 +193,9 @@ _NUMPY_CALL = re.compile(r"\b(?:np|numpy)\.(\w+)\s*\(")
 
 
 def _suggestion(source: str, what: str) -> str:
-    from scalar_autograd import functional
+    from scalar_autograd.ops import OPS  # core: the public function of every op
 
+    public = {op.function for op in OPS}
     for pattern, module in ((_MATH_CALL, "math"), (_NUMPY_CALL, "numpy")):
         match = pattern.search(source)
         if match:
@@ -203,7 +204,7 @@ def _suggestion(source: str, what: str) -> str:
                      "fmax": "maximum", "arctan2": "atan2", "arcsin": "asin",
                      "arccos": "acos", "arctan": "atan", "power": "pow_value",
                      "clip": "clamp"}.get(name, name)
-            if alias in getattr(functional, "__all__", ()):
+            if alias in public:
                 return f"use sa.{alias} instead of {module}.{name}: it stays in the graph"
             return (f"{module}.{name} needs a number; express it with sa functions "
                     f"(the op table lists them) so it stays in the graph")

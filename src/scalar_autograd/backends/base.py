@@ -39,9 +39,12 @@ class Kernel(Protocol):
     """A compiled program (see the module docstring for the calling convention)."""
 
     program: Program
-    source: str
     n_scratch: int
     backend: str
+
+    @property
+    def source(self) -> str:
+        """The generated code (or a listing of it), for reading and error messages."""
 
     def run(self, x: np.ndarray, u: np.ndarray, val: np.ndarray, der: np.ndarray,
             scratch: np.ndarray) -> None:

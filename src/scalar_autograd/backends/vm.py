@@ -1,13 +1,15 @@
 """A native virtual machine for very large programs: compiled once, fed a tape.
 
 LLVM's code generation costs about 10 µs per instruction at O0 on this kind of
-machine, so a 10^6-instruction program would take tens of seconds to compile. Above a
-size threshold the llvm backend instead encodes the program as a *tape* (an int32 array
-of ``opcode, dst, a, b, c`` rows plus a constant pool) and runs it on one interpreter
-loop written in LLVM IR and compiled once per process (CasADi's SX virtual machine does
-the same). Building a tape is a linear pass; running it costs a few ns per instruction.
-The VM's instruction set is generated from the op table's lowerings, through the same
-:func:`~scalar_autograd.backends.llvm.instruction` emitter as native code.
+machine, so a 10^6-instruction program would take tens of seconds to compile. The
+``"vm"`` backend instead encodes the program as a *tape* (an int32 array of
+``opcode, dst, a, b, c`` rows plus a constant pool) and runs it on one interpreter loop
+written in LLVM IR and compiled once per process (CasADi's SX virtual machine does the
+same). Building a tape is a linear pass; running it costs a few ns per instruction.
+``"llvm"`` and ``"auto"`` choose it for large programs
+(:data:`~scalar_autograd.backends.registry.VM_THRESHOLD`). The VM's instruction set is
+generated from the op table's lowerings, through the same
+:func:`~scalar_autograd.native.emitter.instruction` emitter as native code.
 
 Example:
     >>> import numpy as np, scalar_autograd as sa
@@ -29,8 +31,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from scalar_autograd.backends.llvm import _addr, batch_function, instruction, native_engine
 from scalar_autograd.ir.program import Program
+from scalar_autograd.native.abi import address, address_block, bound_call
+from scalar_autograd.native.emitter import FunctionEmitter, batch_function, instruction, module
+from scalar_autograd.native.engine import native_engine
 from scalar_autograd.ops import OPS
 
 OPCODES: tuple[str, ...] = ("input_x", "input_u", "const") + tuple(
@@ -42,109 +46,90 @@ _ARITY = {op.name: op.arity for op in OPS}
 _ROW = 5  # opcode, dst, a, b, c
 
 
-def _vm_source() -> str:
-    declarations: set[str] = set()
-    cases: list[str] = []
-    blocks: list[str] = []
-    incoming: list[str] = []
-    operands = ["%va", "%vb", "%vc"]
+_DESC = ("code", "n_rows", "consts", "outs", "n_values", "n_outputs", "n_params",
+         "n_inputs")
+"""The int64 words of a tape's descriptor (:attr:`VMKernel.desc`), in order."""
+
+
+def _run_function() -> tuple[str, set[str]]:
+    """``@run``: the interpreter loop, one ``switch`` case per opcode; also the
+    declarations it needs."""
+    e = FunctionEmitter(inbounds=True)
+    i = e.loop("i", "0", "%n", "entry")
+    row = e.op("mul", "i64", i, str(_ROW))
+    words = [e.load("i32", "%code", e.index(row, j)) for j in range(_ROW)]
+    dst, a, b, c = (e.fresh(stem) for stem in ("dst", "a", "b", "c"))
+    for name, word in zip((dst, a, b, c), words[1:], strict=True):
+        e.emit(f"{name} = sext i32 {word} to i64")
+    operands = [e.load("double", "%regs", r) for r in (a, b, c)]
+    cases = " ".join(f"i32 {code}, label %case{code}" for code in range(len(OPCODES)))
+    e.emit(f"switch i32 {words[0]}, label %store [ {cases} ]")
+    leaves = {"input_x": "%x", "input_u": "%u", "const": "%consts"}
+    incoming = []
     for code, name in enumerate(OPCODES):
-        label = f"case{code}"
-        cases.append(f"i32 {code}, label %{label}")
-        result = f"%r{code}"  # defines %r{code}, %r{code}.p (leaves), %r{code}.t* (ops)
-        if name in ("input_x", "input_u", "const"):
-            base = {"input_x": "%x", "input_u": "%u", "const": "%consts"}[name]
-            lines = [f"  {result}.p = getelementptr inbounds double, ptr {base}, i64 %a",
-                     f"  {result} = load double, ptr {result}.p"]
+        e.label(f"case{code}")
+        result = f"%r{code}"  # an op defines %r{code} and temporaries %r{code}.t*
+        if name in leaves:     # a leaf loads into a fresh name
+            result = e.load("double", leaves[name], a)
         else:
-            lines = instruction(name, result, operands[: _ARITY[name]], declarations,
-                                f"{result}.t")
-        blocks.append(f"{label}:\n" + "\n".join(lines) + "\n  br label %store")
-        incoming.append(f"[ {result}, %{label} ]")
-    incoming.append("[ 0x7FF8000000000000, %body ]")
-    fields = "\n".join(
-        f"  %f{j}.p = getelementptr inbounds i64, ptr %desc, i64 {j}\n"
-        f"  %f{j} = load i64, ptr %f{j}.p" for j in range(8))
-    return f"""; scalar_autograd tape VM
-{chr(10).join(sorted(declarations))}
+            e.lines.extend(instruction(name, result, operands[: _ARITY[name]],
+                                       e.declarations, f"{result}.t"))
+        e.emit("br label %store")
+        incoming.append(f"[ {result}, %case{code} ]")
+    incoming.append("[ 0x7FF8000000000000, %i.body ]")  # unknown opcode: nan
+    e.label("store")
+    e.emit(f"%r = phi double {', '.join(incoming)}")
+    e.store("%r", "%regs", dst)
+    e.end_loop("i")
+    return e.function("run", internal=True,
+                      params="ptr %code, i64 %n, ptr %consts, ptr %x, ptr %u, "
+                             "ptr %regs"), e.declarations
 
-define internal void @run(ptr %code, i64 %n, ptr %consts, ptr %x, ptr %u, ptr %regs) {{
-entry:
-  br label %head
-head:
-  %i = phi i64 [ 0, %entry ], [ %next, %store ]
-  %more = icmp slt i64 %i, %n
-  br i1 %more, label %body, label %exit
-body:
-  %row = mul i64 %i, {_ROW}
-  %p0 = getelementptr inbounds i32, ptr %code, i64 %row
-  %op = load i32, ptr %p0
-  %p1 = getelementptr inbounds i32, ptr %p0, i64 1
-  %dst32 = load i32, ptr %p1
-  %dst = sext i32 %dst32 to i64
-  %p2 = getelementptr inbounds i32, ptr %p0, i64 2
-  %a32 = load i32, ptr %p2
-  %a = sext i32 %a32 to i64
-  %p3 = getelementptr inbounds i32, ptr %p0, i64 3
-  %b32 = load i32, ptr %p3
-  %b = sext i32 %b32 to i64
-  %p4 = getelementptr inbounds i32, ptr %p0, i64 4
-  %c32 = load i32, ptr %p4
-  %c = sext i32 %c32 to i64
-  %pa = getelementptr inbounds double, ptr %regs, i64 %a
-  %va = load double, ptr %pa
-  %pb = getelementptr inbounds double, ptr %regs, i64 %b
-  %vb = load double, ptr %pb
-  %pc = getelementptr inbounds double, ptr %regs, i64 %c
-  %vc = load double, ptr %pc
-  switch i32 %op, label %store [ {" ".join(cases)} ]
-{chr(10).join(blocks)}
-store:
-  %r = phi double {", ".join(incoming)}
-  %pd = getelementptr inbounds double, ptr %regs, i64 %dst
-  store double %r, ptr %pd
-  %next = add i64 %i, 1
-  br label %head
-exit:
-  ret void
-}}
 
-; desc: code, n_rows, consts, outs, n_values, n_outputs, n_params, n_inputs
-define void @kernel(ptr %desc, ptr %x, ptr %u, ptr %val, ptr %der, ptr %regs) {{
-entry:
-{fields}
-  %code = inttoptr i64 %f0 to ptr
-  %consts = inttoptr i64 %f2 to ptr
-  %outs = inttoptr i64 %f3 to ptr
-  call void @run(ptr %code, i64 %f1, ptr %consts, ptr %x, ptr %u, ptr %regs)
-  br label %ohead
-ohead:
-  %k = phi i64 [ 0, %entry ], [ %knext, %ostore ]
-  %omore = icmp slt i64 %k, %f5
-  br i1 %omore, label %obody, label %oexit
-obody:
-  %po = getelementptr inbounds i32, ptr %outs, i64 %k
-  %o32 = load i32, ptr %po
-  %o = sext i32 %o32 to i64
-  %pr = getelementptr inbounds double, ptr %regs, i64 %o
-  %ov = load double, ptr %pr
-  %isval = icmp slt i64 %k, %f4
-  %kd = sub i64 %k, %f4
-  %pv = getelementptr inbounds double, ptr %val, i64 %k
-  %pdd = getelementptr inbounds double, ptr %der, i64 %kd
-  %dest = select i1 %isval, ptr %pv, ptr %pdd
-  br label %ostore
-ostore:
-  store double %ov, ptr %dest
-  %knext = add i64 %k, 1
-  br label %ohead
-oexit:
-  ret void
-}}
+def _descriptor(e: FunctionEmitter) -> dict[str, str]:
+    """Load every word of the descriptor ``%desc`` (integers, and pointers by name)."""
+    fields = {name: e.arg(j, "i64", "%desc") for j, name in enumerate(_DESC)}
+    fields["n_derivs"] = e.op("sub", "i64", fields["n_outputs"], fields["n_values"])
+    return fields
 
-{batch_function("ptr %desc, ", "%regs", fields + chr(10) + "  %nd = sub i64 %f5, %f4" + chr(10),
-                ("%f6", "%f7", "%f4", "%nd"))}
-"""
+
+def _kernel_function() -> str:
+    """``@kernel``: run the tape, then copy the output registers to ``val`` and ``der``."""
+    e = FunctionEmitter(inbounds=True)
+    f = _descriptor(e)
+    code, consts, outs = (e.fresh(stem) for stem in ("code", "consts", "outs"))
+    for name, word in ((code, "code"), (consts, "consts"), (outs, "outs")):
+        e.emit(f"{name} = inttoptr i64 {f[word]} to ptr")
+    e.emit(f"call void @run(ptr {code}, i64 {f['n_rows']}, ptr {consts}, ptr %x, ptr %u, "
+           f"ptr %regs)")
+    k = e.loop("k", "0", f["n_outputs"], "entry")
+    register = e.fresh("o")
+    e.emit(f"{register} = sext i32 {e.load('i32', outs, k)} to i64")
+    value = e.load("double", "%regs", register)
+    is_value, dest = e.fresh("isval"), e.fresh("dest")
+    e.emit(f"{is_value} = icmp slt i64 {k}, {f['n_values']}")
+    to_val = e.gep("double", "%val", k)
+    to_der = e.gep("double", "%der", e.op("sub", "i64", k, f["n_values"]))
+    e.emit(f"{dest} = select i1 {is_value}, ptr {to_val}, ptr {to_der}")
+    e.emit(f"store double {value}, ptr {dest}")
+    e.end_loop("k")
+    return e.function("kernel", params="ptr %desc, ptr %x, ptr %u, ptr %val, ptr %der, "
+                                       "ptr %regs")
+
+
+def _batch_function() -> str:
+    """``@batch``: ``@kernel`` per row, the row strides read from the descriptor."""
+    e = FunctionEmitter(inbounds=True)
+    f = _descriptor(e)
+    prologue = "".join(line + "\n" for line in e.lines)
+    return batch_function("ptr %desc, ", "%regs", prologue,
+                          (f["n_params"], f["n_inputs"], f["n_values"], f["n_derivs"]))
+
+
+def _vm_source() -> str:
+    run, declarations = _run_function()
+    return module("scalar_autograd tape VM", declarations,
+                  [run, _kernel_function(), _batch_function()])
 
 
 class _Machine:
@@ -213,17 +198,17 @@ def build_tape(program: Program) -> tuple[np.ndarray, np.ndarray, np.ndarray, in
 class VMKernel:
     """A program run by the tape VM (see the module docstring)."""
 
-    backend = "llvm"
+    backend = "vm"
     mode = "vm"
 
     def __init__(self, program: Program) -> None:
         self.program = program
         self._machine = machine()
         self.code, self.consts, self.outs, self.n_scratch = build_tape(program)
-        self.desc = np.array([
-            _addr(self.code), self.code.shape[0], _addr(self.consts), _addr(self.outs),
+        self.desc = address_block([  # the words of _DESC, in order
+            self.code, self.code.shape[0], self.consts, self.outs,
             program.n_values, len(program.outputs), program.n_params, program.n_inputs,
-        ], dtype=np.int64)
+        ])
 
     @property
     def source(self) -> str:
@@ -235,23 +220,28 @@ class VMKernel:
 
     def run(self, x: np.ndarray, u: np.ndarray, val: np.ndarray, der: np.ndarray,
             scratch: np.ndarray) -> None:
-        self._machine.kernel(_addr(self.desc), _addr(x), _addr(u), _addr(val), _addr(der),
-                             _addr(scratch))
+        self._machine.kernel(address(self.desc), address(x), address(u), address(val),
+                             address(der), address(scratch))
 
     def run_batch(self, X: np.ndarray, U: np.ndarray, V: np.ndarray, D: np.ndarray,
                   scratch: np.ndarray) -> None:
-        self._machine.batch(_addr(self.desc), X.shape[0], _addr(X), _addr(U), _addr(V),
-                            _addr(D), _addr(scratch))
+        self._machine.batch(address(self.desc), X.shape[0], address(X), address(U),
+                            address(V), address(D), address(scratch))
 
     def bind(self, x: np.ndarray, u: np.ndarray, val: np.ndarray, der: np.ndarray,
              scratch: np.ndarray) -> Callable[[], None]:
-        """A zero-argument call on these buffers (a small closure over the ctypes call)."""
-        kernel = self._machine.kernel
-        args = tuple(_addr(a) for a in (self.desc, x, u, val, der, scratch))
-        keep = (self, x, u, val, der, scratch)
+        """A zero-argument native function calling the VM on this tape and these buffers
+        (:func:`~scalar_autograd.native.abi.bound_call`); it keeps them alive."""
+        buffers = (self.desc, x, u, val, der, scratch)
+        return bound_call(self._machine.kernel_address, [address(a) for a in buffers],
+                          (self, *buffers))
 
-        def bound() -> None:
-            kernel(*args)
 
-        bound.keep_alive = keep  # type: ignore[attr-defined]
-        return bound
+class VMBackend:
+    """Backend name ``"vm"``: every program runs on the tape VM."""
+
+    name = "vm"
+
+    def compile(self, program: Program) -> VMKernel:
+        """A tape for ``program`` (the VM itself is compiled once per process)."""
+        return VMKernel(program)

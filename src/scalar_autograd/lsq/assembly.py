@@ -15,6 +15,12 @@ points), its kernel output is a slab of J: ``J[start:stop, columns] = J_kernel``
 single such block covering all of r with the columns ``0 .. n-1`` in order (the circle
 fit of ``benchmarks/bench_lsq.py``) *is* J, returned as it stands.
 
+Whether J is dense or CSR is one decision for every front end (:func:`sparse_for`,
+:func:`choose_sparse`): the residual blocks of a
+:class:`~scalar_autograd.lsq.problem.LeastSquaresProblem` and the residual groups of a
+traced ``residual_fn`` (:mod:`scalar_autograd.lsq.compiled_oracle`) are both kernel
+blocks assembled here.
+
 Example:
     >>> import numpy as np
     >>> import scalar_autograd as sa
@@ -35,6 +41,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+SPARSE_MIN_PARAMS = 200
+"""``linear_solver="auto"`` uses the sparse path from this many parameters on ..."""
+SPARSE_MAX_DENSITY = 0.05
+"""... when the Jacobian has at most this fraction of non-zero entries (see
+:func:`choose_sparse`)."""
+CSR_SOLVERS = ("sparse_cholesky", "sparse_lsmr", "schur")
+"""The linear solvers that take a CSR Jacobian whatever its size."""
+
+
+def choose_sparse(n: int, density: float) -> bool:
+    """Whether ``linear_solver="auto"`` takes the sparse path.
+
+    Measured with ``benchmarks/bench_lsq.py --only crossover`` (bundle-adjustment
+    blocks, 10 parameters a row, one LM iteration, single-threaded BLAS): 74 params
+    dense 0.38 ms / sparse 0.74 ms, 141 params 0.82 / 1.19, 298 params 3.5 / 1.6,
+    642 params 24 / 2.9, 2470 params 1032 / 10. Dense wins below ~150 parameters (no
+    CSR bookkeeping, one BLAS call), sparse from ~200 on, and the gap then grows as
+    n^3 against roughly n; a dense Jacobian with more than 5% non-zeros stays dense.
+    """
+    return n >= SPARSE_MIN_PARAMS and density <= SPARSE_MAX_DENSITY
+
+
+def sparse_for(linear_solver: str) -> bool | None:
+    """The Jacobian kind a linear solver asks for: False (dense) for ``"dense"``, True
+    (CSR) for the sparse solvers and ``"schur"``, None for ``"auto"`` (decided by
+    :func:`choose_sparse` from the pattern, see :meth:`Assembler.of`)."""
+    if linear_solver == "dense":
+        return False
+    if linear_solver in CSR_SOLVERS:
+        return True
+    return None
 
 
 @dataclass
@@ -119,7 +157,24 @@ def _dense_slabs(blocks: list[KernelBlock], first_rows: list[int | None],
 
 
 class Assembler:
-    """Global residuals and Jacobian from kernel blocks (dense or CSR)."""
+    """Global residuals and Jacobian from kernel blocks (dense or CSR).
+
+    Attributes:
+        m, n: residuals and parameters.
+        sparse: whether the Jacobian is CSR.
+        columns_used: ``(n,)`` bool, the parameters some block reads.
+        rows_with_params: ``(m,)`` bool, the residuals of blocks that read a parameter.
+    """
+
+    @classmethod
+    def of(cls, blocks: list[KernelBlock], m: int, n: int, sparse: bool | None
+           ) -> Assembler:
+        """The assembler of ``blocks``; ``sparse=None`` chooses the Jacobian kind by
+        :func:`choose_sparse` from the number of parameters and the pattern's density."""
+        if sparse is None:
+            nnz = sum(b.rows.size * b.param_index.shape[1] for b in blocks)
+            sparse = choose_sparse(n, nnz / max(1, m * n))
+        return cls(blocks, m, n, sparse)
 
     def __init__(self, blocks: list[KernelBlock], m: int, n: int, sparse: bool) -> None:
         self.blocks = blocks
@@ -137,7 +192,8 @@ class Assembler:
         if self._slabs is not None:
             for slab in self._slabs:
                 self.columns_used[slab.columns] = True
-                self.rows_with_params[slab.start:slab.stop] = True
+                # a kernel of no parameter (constant residuals) reads no column
+                self.rows_with_params[slab.start:slab.stop] = slab.columns.size > 0
             # one block that is all of J, columns in order: the kernel output is J
             self._identity = len(self._slabs) == 1 and self._slabs[0].start == 0 \
                 and self._slabs[0].stop == m and np.array_equal(self._slabs[0].columns,
@@ -146,7 +202,7 @@ class Assembler:
         if sparse and self._direct_csr_pattern():
             for b in blocks:
                 self.columns_used[b.param_index.ravel()] = True
-                self.rows_with_params[b.rows.ravel()] = True
+                self.rows_with_params[b.rows.ravel()] = b.param_index.shape[1] > 0
             return
         # raw entries, block after block: global row and column of every J entry
         raw_rows, raw_cols = [], []
@@ -230,6 +286,11 @@ class Assembler:
         self._indptr = indptr
         self._nnz = int(indptr[-1])
         return True
+
+    @property
+    def constant_rows(self) -> list[int]:
+        """Residuals that depend on no parameter."""
+        return np.flatnonzero(~self.rows_with_params).tolist()  # type: ignore[no-any-return]
 
     def schur_complement(self) -> Any:
         """A :class:`~scalar_autograd.lsq.schur.SchurComplement` for the sparse pattern,

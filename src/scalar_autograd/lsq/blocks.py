@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from scalar_autograd.lsq.params import as_real_array
+from scalar_autograd.validation import check_real_array
 from scalar_autograd.value import Value
 
 BlockFn = Callable[[list[Value], list[Value]], "Value | Sequence[Value]"]
@@ -267,7 +267,7 @@ def _check_data(data: Any, n_rows: int, name: str) -> np.ndarray:
         if isinstance(col, numbers.Real):
             raise TypeError(f"residual block {name!r}: data[{j}] must be a 1-D array of "
                             f"length {n_rows}; got a number")
-        a = as_real_array(col, f"residual block {name!r}: data[{j}]")
+        a = check_real_array(col, f"residual block {name!r}: data[{j}]")
         if a.ndim != 1:
             raise ValueError(f"residual block {name!r}: data[{j}] must be 1-D; got shape "
                              f"{a.shape}")

@@ -1,12 +1,12 @@
 """The ``jacobian="compiled"`` oracle: trace ``residual_fn``, guard its branches, evaluate kernels.
 
 ``residual_fn(params)`` is called under :func:`scalar_autograd.tracing.tracing` of the
-params. When the JIT offers residual grouping (``scalar_autograd.runtime.group_residuals``),
-structurally identical residuals (same ops, same shape, differing only in their
-constants) form one group, compiled once with its parameter slots as params and its
-lifted constants as per-row inputs, and every group is evaluated in one native loop
-over its rows. Without grouping, the whole residual vector is compiled as one function
-of all the params.
+params. Structurally identical residuals (same ops, same shape, differing only in their
+constants) form one group (:func:`scalar_autograd.runtime.group_residuals`), compiled
+once with its parameter slots as params and its lifted constants as per-row inputs;
+each group is a :class:`~scalar_autograd.lsq.assembly.KernelBlock`, evaluated in one
+native loop over its rows and assembled into r and J exactly as the residual blocks of
+a :class:`~scalar_autograd.lsq.problem.LeastSquaresProblem` are.
 
 Python branches on the params (``if``, ``while``, ``and``/``or``, builtin
 ``min``/``max`` of a ``Value`` that depends on them) are recorded as guards, as
@@ -25,10 +25,12 @@ branch on the ``Value``, or use ``sa.where``.
 
 Every specialisation has the same number of residuals and the same Jacobian kind:
 dense or sparse is decided at the first trace (``linear_solver``, or the density of its
-Jacobian) and kept, because the Levenberg-Marquardt loop picks its linear solver from
-the first Jacobian it sees. The sparsity pattern and constant rows belong to each
-specialisation; the loop rebuilds its model from every Jacobian and caches no pattern
-of its own (a Schur elimination, which it does cache, checks the pattern it is given).
+Jacobian, :func:`~scalar_autograd.lsq.assembly.sparse_for`) and kept, because the
+Levenberg-Marquardt loop picks its linear solver from the first Jacobian it sees. The
+sparsity pattern and constant rows belong to each specialisation; the loop rebuilds its
+model from every Jacobian and caches no pattern of its own (a Schur elimination, which
+it does cache, is detected on the first specialisation's pattern and checks every
+Jacobian it is given; another pattern takes the generic sparse factorisation).
 
 Example:
     >>> import numpy as np
@@ -53,25 +55,16 @@ from typing import Any
 import numpy as np
 
 from scalar_autograd.graph import gc_paused
-from scalar_autograd.lsq.assembly import Assembler, KernelBlock
+from scalar_autograd.lsq.assembly import Assembler, KernelBlock, sparse_for
 from scalar_autograd.lsq.params import check_residuals
-from scalar_autograd.lsq.problem import choose_sparse
+from scalar_autograd.runtime import group_residuals
+from scalar_autograd.runtime.jit import MAX_SPECIALIZATIONS
 from scalar_autograd.tracing import Guard, tracing
 from scalar_autograd.value import Value
 
 ResidualFn = Callable[[list[Value]], Sequence[Value]]
 
-DEFAULT_MAX_SPECIALIZATIONS = 8
-"""Branch patterns of ``residual_fn`` compiled before ``SpecializationLimitError``
-(the default of :func:`scalar_autograd.jit`)."""
-
-
-def _group_residuals() -> Callable[..., Any] | None:
-    try:
-        from scalar_autograd.runtime import group_residuals
-    except ImportError:
-        return None
-    return group_residuals  # type: ignore[no-any-return]
+DEFAULT_MAX_SPECIALIZATIONS = MAX_SPECIALIZATIONS  # one default for every guarded trace
 
 
 class GuardCheck:
@@ -105,11 +98,10 @@ class GuardCheck:
 class _Specialization:
     """One traced branch pattern: its assembled kernels and the check of its guards."""
 
-    def __init__(self, assembler: Assembler, constant_rows: list[int], grouped: bool,
+    def __init__(self, assembler: Assembler, constant_rows: list[int],
                  check: GuardCheck | None) -> None:
         self.assembler = assembler
         self.constant_rows = constant_rows
-        self.grouped = grouped
         self.n_groups = len(assembler.blocks)
         self.check = check
         # (site, taken) of every guard: a re-trace that finds this same pattern (the
@@ -125,7 +117,8 @@ class CompiledOracle:
             of the first trace and is restored after every later one.
         residual_fn: ``params -> [r_0, ..., r_{m-1}]``.
         linear_solver: ``"auto"`` (dense or sparse by the first trace's Jacobian),
-            ``"dense"``, ``"sparse_cholesky"`` or ``"sparse_lsmr"``.
+            ``"dense"`` (dense), ``"sparse_cholesky"``, ``"sparse_lsmr"`` or
+            ``"schur"`` (sparse).
         max_specializations: branch patterns compiled before
             :class:`~scalar_autograd.SpecializationLimitError`.
 
@@ -135,7 +128,8 @@ class CompiledOracle:
         n_specializations: branch patterns compiled so far.
         constant_rows: residuals that depend on no parameter (in the specialisation
             used last).
-        grouped: whether residual grouping was used (else one function for all).
+        columns_used: ``(n,)`` bool, the params some residual reads (in the
+            specialisation used last).
         n_groups: the number of compiled kernels (of the specialisation used last).
     """
 
@@ -147,12 +141,8 @@ class CompiledOracle:
         self.max_specializations = max_specializations
         residuals, guards = self._trace()
         self.m = len(residuals)
-        if linear_solver == "dense":
-            self.sparse: bool | None = False
-        elif linear_solver in ("sparse_cholesky", "sparse_lsmr"):
-            self.sparse = True
-        else:
-            self.sparse = None  # by the first specialisation's density
+        # None: by the first specialisation's density, then kept for every other
+        self._sparse = sparse_for(linear_solver)
         first = self._build(residuals, guards)
         self._specs = [first]
         # no branches: one specialisation, valid everywhere; no guard is ever evaluated
@@ -170,32 +160,19 @@ class CompiledOracle:
         return residuals, _distinct(t.guards)  # one guard per distinct value asked about
 
     def _build(self, residuals: list[Value], guards: list[Guard]) -> _Specialization:
-        from scalar_autograd.runtime import compile as jit_compile
-
         params = self.params
         with gc_paused():          # many small graphs: see graph.gc_paused
             constant_rows = [i for i, r in enumerate(residuals) if not r.requires_grad]
-            group = _group_residuals()
             blocks: list[KernelBlock] = []
-            if group is not None:
-                for g in group(residuals, params):
-                    rows = np.asarray(g.rows, dtype=np.int64).reshape(-1, 1)
-                    index = np.asarray(g.param_index, dtype=np.int64).reshape(rows.shape[0],
-                                                                               -1)
-                    data = np.asarray(g.data, dtype=float).reshape(rows.shape[0], -1)
-                    blocks.append(KernelBlock(g.function, rows, index, data))
-            else:
-                f = jit_compile(residuals, params)
-                blocks.append(KernelBlock(
-                    f, np.arange(self.m, dtype=np.int64)[None, :],
-                    np.arange(self.n, dtype=np.int64)[None, :], np.zeros((1, 0)),
-                ))
+            for g in group_residuals(residuals, params):
+                rows = np.asarray(g.rows, dtype=np.int64).reshape(-1, 1)
+                index = np.asarray(g.param_index, dtype=np.int64).reshape(rows.shape[0], -1)
+                data = np.asarray(g.data, dtype=float).reshape(rows.shape[0], -1)
+                blocks.append(KernelBlock(g.function, rows, index, data))
             check = GuardCheck(guards, params) if guards else None
-        if self.sparse is None:
-            nnz = sum(b.rows.size * b.param_index.shape[1] for b in blocks)
-            self.sparse = choose_sparse(self.n, nnz / max(1, self.m * self.n))
-        assembler = Assembler(blocks, self.m, self.n, self.sparse)
-        return _Specialization(assembler, constant_rows, group is not None, check)
+        assembler = Assembler.of(blocks, self.m, self.n, self._sparse)
+        self._sparse = assembler.sparse
+        return _Specialization(assembler, constant_rows, check)
 
     def _retrace(self, x: np.ndarray) -> _Specialization:
         """Trace ``residual_fn`` at ``x`` (the params' ``.data`` is restored after)."""
@@ -225,7 +202,7 @@ class CompiledOracle:
             raise specialization_limit_error(
                 name, self.max_specializations,
                 [s.pattern for s in self._specs] + [pattern],
-                " in nonlinear_least_squares(jacobian=\"compiled\")",
+                ' in a least-squares residual_fn (jacobian="compiled")',
                 'use jacobian="graph" (which re-runs residual_fn at every point), or '
                 'raise max_specializations')
         spec = self._build(residuals, guards)
@@ -261,9 +238,15 @@ class CompiledOracle:
         return self._current.constant_rows
 
     @property
-    def grouped(self) -> bool:
-        """Whether residual grouping was used (else one function for all residuals)."""
-        return self._current.grouped
+    def sparse(self) -> bool:
+        """Whether the Jacobian is CSR (the same in every specialisation)."""
+        return self._current.assembler.sparse
+
+    @property
+    def columns_used(self) -> np.ndarray:
+        """``(n,)`` bool: the params some residual reads, in the specialisation used
+        last."""
+        return self._current.assembler.columns_used
 
     @property
     def n_groups(self) -> int:
@@ -274,6 +257,11 @@ class CompiledOracle:
     def assembler(self) -> Assembler:
         """The assembler of the specialisation used last."""
         return self._current.assembler
+
+    def schur_complement(self) -> Any:
+        """The Schur elimination of the sparse pattern of the specialisation used last
+        (see :meth:`~scalar_autograd.lsq.assembly.Assembler.schur_complement`), or None."""
+        return self._current.assembler.schur_complement()
 
     # ------------------------------------------------------------------ evaluation
     def residuals(self, x: np.ndarray) -> np.ndarray:

@@ -4,7 +4,9 @@ This is the traditional path (the seed's ``nonlinearLeastSquares``): every evalu
 sets the params' ``data``, rebuilds the graph by calling ``residual_fn`` and, for the
 Jacobian, runs one reverse sweep per residual. Trial steps run ``residual_fn`` under
 :func:`scalar_autograd.no_grad`, so they build no graph. It works for any
-``residual_fn``, including ones whose structure depends on the parameter values.
+``residual_fn``, including ones whose structure depends on the parameter values. Its
+Jacobian is always dense (the structure may change from one point to the next), so
+every linear solver solves it densely and no Schur elimination is found.
 
 Example:
     >>> import numpy as np
@@ -35,15 +37,26 @@ class GraphOracle:
 
     Attributes:
         m: the number of residuals (fixed at the first evaluation).
+        n: the number of params.
+        sparse: False: the Jacobian is a dense array.
         constant_rows: indices of residuals that depended on no parameter at the last
             Jacobian evaluation.
+        columns_used: None (which params the residuals read is not tracked).
     """
+
+    sparse = False
+    columns_used = None
 
     def __init__(self, params: list[Value], residual_fn: ResidualFn) -> None:
         self.params = params
         self.residual_fn = residual_fn
+        self.n = len(params)
         self.m: int | None = None
         self.constant_rows: list[int] = []
+
+    def schur_complement(self) -> None:
+        """None: a dense Jacobian has no elimination (see the module docstring)."""
+        return None
 
     def _evaluate(self, x: np.ndarray) -> list[Value]:
         for p, v in zip(self.params, x):

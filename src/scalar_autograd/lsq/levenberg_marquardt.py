@@ -86,10 +86,10 @@ import numpy as np
 from scalar_autograd.lsq.linalg import solve_dense, solve_sparse
 from scalar_autograd.lsq.losses import loss_cost, robust_scaling
 from scalar_autograd.lsq.options import SolverOptions
-from scalar_autograd.lsq.params import as_real_array
 from scalar_autograd.lsq.result import LeastSquaresResult
 from scalar_autograd.lsq.schur import SchurComplement
 from scalar_autograd.lsq.status import Status
+from scalar_autograd.validation import check_real_array
 
 ResidualsFn = Callable[[np.ndarray], np.ndarray]
 ResidualsAndJacobianFn = Callable[[np.ndarray], tuple[np.ndarray, Any]]
@@ -421,7 +421,9 @@ def levenberg_marquardt(
         options: validated options (defaults if omitted).
         log: where verbose lines go.
         schur: a Schur-complement elimination for the sparse Jacobian's pattern
-            (:mod:`scalar_autograd.lsq.schur`), used by the ``"sparse_cholesky"`` solver.
+            (:mod:`scalar_autograd.lsq.schur`), used by the sparse Cholesky step
+            (``linear_solver`` ``"auto"``, ``"schur"`` or ``"sparse_cholesky"`` on a
+            sparse Jacobian) whenever the Jacobian has that pattern.
 
     Returns:
         A :class:`LeastSquaresResult`; ``x`` is the best point found.
@@ -432,7 +434,7 @@ def levenberg_marquardt(
     """
     opts = options if options is not None else SolverOptions()
     start = time.perf_counter()
-    x = as_real_array(x0, "x0")
+    x = check_real_array(x0, "x0")
     if x.ndim != 1:
         raise ValueError(f"x0 must be a 1-D array of parameters; got shape {x.shape}")
     r, J = residuals_and_jacobian(x)
@@ -459,7 +461,7 @@ def levenberg_marquardt(
     if not model.finite():
         return finish(Status.NONFINITE_JACOBIAN, model)
     linear_solver = opts.linear_solver
-    if linear_solver == "auto":
+    if linear_solver in ("auto", "schur"):     # "schur": the Cholesky step with `schur`
         linear_solver = "sparse_cholesky" if model.sparse else "dense"
     if model.sparse and linear_solver == "dense":
         linear_solver = "sparse_cholesky"

@@ -1,8 +1,9 @@
-"""Solver options: defaults, their documented meaning, and up-front validation.
+"""Solver options: their defaults, their meaning, and their validation, in one dataclass.
 
-Every bad option raises naming the option, the rule and what was received, before any
-work is done: TypeError for the wrong kind of thing, ValueError for a wrong value (the
-same split as :mod:`scalar_autograd.optim.validation`).
+:class:`SolverOptions` states every default once and checks every field when it is
+made, with the shared checks of :mod:`scalar_autograd.validation`: a bad option raises
+before any work is done, naming the option, the rule and what was received, a
+TypeError for the wrong kind of thing and a ValueError for a wrong value.
 
 Example:
     >>> opts = validate_options(max_iterations=50)
@@ -16,20 +17,25 @@ Example:
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from scalar_autograd.lsq.losses import LOSSES
+from scalar_autograd.validation import (
+    check_bool,
+    check_callback,
+    check_choice,
+    check_fields,
+    check_nonnegative_float,
+    check_optional,
+    check_positive_float,
+    check_positive_int,
+)
 
 JACOBIAN_MODES = ("auto", "compiled", "graph")
-LINEAR_SOLVERS = ("auto", "dense", "sparse_cholesky", "sparse_lsmr")
-
-DEFAULT_COST_TOLERANCE = 1e-10
-DEFAULT_PARAM_TOLERANCE = 1e-10
-DEFAULT_GRADIENT_TOLERANCE = 1e-10
+LINEAR_SOLVERS = ("auto", "dense", "sparse_cholesky", "sparse_lsmr", "schur")
 
 
 @dataclass(frozen=True)
@@ -38,9 +44,9 @@ class SolverOptions:
     :func:`scalar_autograd.nonlinear_least_squares` for their meaning)."""
 
     max_iterations: int = 100
-    cost_tolerance: float = DEFAULT_COST_TOLERANCE
-    param_tolerance: float = DEFAULT_PARAM_TOLERANCE
-    gradient_tolerance: float = DEFAULT_GRADIENT_TOLERANCE
+    cost_tolerance: float = 1e-10
+    param_tolerance: float = 1e-10
+    gradient_tolerance: float = 1e-10
     initial_damping: float | None = None
     loss: str = "linear"
     loss_scale: float = 1.0
@@ -49,103 +55,35 @@ class SolverOptions:
     linear_solver: str = "auto"
     geodesic_acceleration: bool = False
 
-
-def _type_name(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be a positive integer; got {_type_name(value)}")
-    if value < 1:
-        raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
-    return int(value)
-
-
-def _real(name: str, value: Any, rule: str) -> float:
-    """``value`` as a float; TypeError unless it is a real number (bool is not)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be {rule}; got {_type_name(value)}")
-    try:
-        return float(value)
-    except OverflowError:           # an int beyond the float range
-        raise ValueError(f"`{name}` must be {rule}; got {value!r}") from None
+    def __post_init__(self) -> None:
+        check_fields(self, {
+            "max_iterations": check_positive_int,
+            "cost_tolerance": check_nonnegative_float,
+            "param_tolerance": check_nonnegative_float,
+            "gradient_tolerance": check_nonnegative_float,
+            "initial_damping": check_optional(check_positive_float),
+            "loss": partial(check_choice, choices=LOSSES),
+            "loss_scale": check_positive_float,
+            "verbose": check_bool,
+            "callback": check_callback,
+            "linear_solver": partial(check_choice, choices=LINEAR_SOLVERS),
+            "geodesic_acceleration": check_bool,
+        })
 
 
-def _nonnegative_float(name: str, value: Any) -> float:
-    rule = "a finite real number >= 0"
-    number = _real(name, value, rule)
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(f"`{name}` must be {rule}; got {value!r}")
-    return number
-
-
-def _positive_float(name: str, value: Any) -> float:
-    rule = "a finite real number > 0"
-    number = _real(name, value, rule)
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"`{name}` must be {rule}; got {value!r}")
-    return number
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    rule = f"one of {', '.join(map(repr, choices))}"
-    if not isinstance(value, str):
-        raise TypeError(f"`{name}` must be {rule}; got {_type_name(value)}")
-    if value not in choices:
-        raise ValueError(f"`{name}` must be {rule}; got {value!r}")
-    return value
-
-
-def validate_options(
-    *,
-    max_iterations: Any = 100,
-    cost_tolerance: Any = DEFAULT_COST_TOLERANCE,
-    param_tolerance: Any = DEFAULT_PARAM_TOLERANCE,
-    gradient_tolerance: Any = DEFAULT_GRADIENT_TOLERANCE,
-    initial_damping: Any = None,
-    loss: Any = "linear",
-    loss_scale: Any = 1.0,
-    verbose: Any = False,
-    callback: Any = None,
-    linear_solver: Any = "auto",
-    geodesic_acceleration: Any = False,
-) -> SolverOptions:
-    """Check every option and return them as a :class:`SolverOptions`.
-
-    As :mod:`scalar_autograd.optim.validation`: the wrong kind of thing (a str for a
-    tolerance, a float or a bool for ``max_iterations``, a non-callable ``callback``, a
-    non-bool ``verbose``) raises TypeError, a value outside the option's rule (0
-    iterations, a negative or nan tolerance, an unknown loss name) ValueError; both
-    name the option, state its rule and echo what was received.
+def validate_options(**options: Any) -> SolverOptions:
+    """The options as a validated :class:`SolverOptions` (its defaults for the rest).
 
     Raises:
-        TypeError: for an option of the wrong type.
-        ValueError: for a value outside an option's rule.
+        TypeError: for an unknown option or an option of the wrong type (a str for a
+            tolerance, a float or a bool for ``max_iterations``, a non-callable
+            ``callback``, a non-bool ``verbose``).
+        ValueError: for a value outside an option's rule (0 iterations, a negative or
+            nan tolerance, an unknown loss name).
     """
-    if not isinstance(verbose, bool):
-        raise TypeError(f"`verbose` must be a bool; got {type(verbose).__name__} {verbose!r}")
-    if not isinstance(geodesic_acceleration, bool):
-        raise TypeError(f"`geodesic_acceleration` must be a bool; got "
-                        f"{type(geodesic_acceleration).__name__} {geodesic_acceleration!r}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"`callback` must be callable or None; got {type(callback).__name__}")
-    return SolverOptions(
-        max_iterations=_positive_int("max_iterations", max_iterations),
-        cost_tolerance=_nonnegative_float("cost_tolerance", cost_tolerance),
-        param_tolerance=_nonnegative_float("param_tolerance", param_tolerance),
-        gradient_tolerance=_nonnegative_float("gradient_tolerance", gradient_tolerance),
-        initial_damping=None if initial_damping is None
-        else _positive_float("initial_damping", initial_damping),
-        loss=_choice("loss", loss, LOSSES),
-        loss_scale=_positive_float("loss_scale", loss_scale),
-        verbose=verbose,
-        callback=callback,
-        linear_solver=_choice("linear_solver", linear_solver, LINEAR_SOLVERS),
-        geodesic_acceleration=geodesic_acceleration,
-    )
+    return SolverOptions(**options)
 
 
 def validate_jacobian_mode(jacobian: Any) -> str:
     """Check the ``jacobian`` option ("auto", "compiled" or "graph")."""
-    return _choice("jacobian", jacobian, JACOBIAN_MODES)
+    return check_choice(jacobian, "jacobian", JACOBIAN_MODES)

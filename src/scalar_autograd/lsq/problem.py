@@ -1,4 +1,15 @@
-"""``LeastSquaresProblem``: a flat parameter vector and residual blocks, solved by LM.
+"""``LeastSquaresProblem``: the least-squares front end: parameters, residuals, one solve.
+
+The residuals come either from residual blocks over a flat parameter vector
+(:meth:`LeastSquaresProblem.add_block`, Ceres' residual blocks) or from a Python
+``residual_fn`` of ``Value`` params (:meth:`LeastSquaresProblem.from_residuals`, which
+:func:`~scalar_autograd.nonlinear_least_squares` wraps). Both are solved by the same
+:meth:`LeastSquaresProblem.solve`: the options are validated once, one evaluator of r
+and J is built (compiled kernels assembled by :mod:`~scalar_autograd.lsq.assembly`, or
+the graph path), the Jacobian is dense or sparse by the one rule of
+:func:`~scalar_autograd.lsq.assembly.sparse_for`, a Schur elimination is looked for on
+a sparse pattern (``linear_solver="auto"`` or ``"schur"``), and
+:func:`~scalar_autograd.lsq.levenberg_marquardt.levenberg_marquardt` runs.
 
 Example (bundle adjustment: cameras with an angle-axis rotation, a translation and a
 focal length; 3-D points; one reprojection residual pair per observation)::
@@ -42,44 +53,76 @@ Doctest:
     >>> result = problem.solve()
     >>> result.success, np.round(result.x, 9).tolist()
     (True, [3.0, 2.0])
+
+The same fit from a ``residual_fn``, with the Schur elimination asked for (here there
+is nothing to eliminate, so the generic sparse Cholesky solves the steps):
+    >>> a, k = sa.Value(1.0), sa.Value(1.0)
+    >>> problem = sa.LeastSquaresProblem.from_residuals(
+    ...     [a, k], lambda p: [p[0] * sa.exp(-p[1] * ti) - yi for ti, yi in zip(t, y)])
+    >>> result = problem.solve(linear_solver="schur")
+    >>> result.success, round(a.data, 9), round(k.data, 9)
+    (True, 3.0, 2.0)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
-from scalar_autograd.lsq.assembly import Assembler, KernelBlock
+from scalar_autograd.lsq.assembly import Assembler, KernelBlock, sparse_for
 from scalar_autograd.lsq.blocks import BlockFn, ResidualBlock
+from scalar_autograd.lsq.compiled_oracle import (
+    DEFAULT_MAX_SPECIALIZATIONS,
+    CompiledOracle,
+    ResidualFn,
+)
+from scalar_autograd.lsq.graph_oracle import GraphOracle
 from scalar_autograd.lsq.levenberg_marquardt import levenberg_marquardt
 from scalar_autograd.lsq.options import validate_jacobian_mode, validate_options
-from scalar_autograd.lsq.params import as_real_array, describe_constant_rows
+from scalar_autograd.lsq.params import describe_constant_rows
 from scalar_autograd.lsq.result import LeastSquaresResult
-
-SPARSE_MIN_PARAMS = 200
-"""``linear_solver="auto"`` uses the sparse path from this many parameters on ..."""
-SPARSE_MAX_DENSITY = 0.05
-"""... when the Jacobian has at most this fraction of non-zero entries (see
-``choose_sparse``)."""
+from scalar_autograd.validation import check_params, check_positive_int, check_real_array
+from scalar_autograd.value import Value
 
 
-def choose_sparse(n: int, density: float) -> bool:
-    """Whether ``linear_solver="auto"`` takes the sparse path.
+class Evaluator(Protocol):
+    """What :meth:`LeastSquaresProblem.solve` runs Levenberg-Marquardt on: an
+    :class:`~scalar_autograd.lsq.assembly.Assembler` (residual blocks), a
+    :class:`~scalar_autograd.lsq.compiled_oracle.CompiledOracle` or a
+    :class:`~scalar_autograd.lsq.graph_oracle.GraphOracle` (a ``residual_fn``)."""
 
-    Measured with ``benchmarks/bench_lsq.py --only crossover`` (bundle-adjustment
-    blocks, 10 parameters a row, one LM iteration, single-threaded BLAS): 74 params
-    dense 0.38 ms / sparse 0.74 ms, 141 params 0.82 / 1.19, 298 params 3.5 / 1.6,
-    642 params 24 / 2.9, 2470 params 1032 / 10. Dense wins below ~150 parameters (no
-    CSR bookkeeping, one BLAS call), sparse from ~200 on, and the gap then grows as
-    n^3 against roughly n; a dense Jacobian with more than 5% non-zeros stays dense.
-    """
-    return n >= SPARSE_MIN_PARAMS and density <= SPARSE_MAX_DENSITY
+    @property
+    def sparse(self) -> bool:
+        """Whether the Jacobian is CSR."""
+
+    @property
+    def constant_rows(self) -> list[int]:
+        """Residuals that depend on no parameter (after the first Jacobian)."""
+
+    @property
+    def columns_used(self) -> np.ndarray | None:
+        """``(n,)`` bool: the parameters some residual reads; None when not known."""
+
+    def residuals(self, x: np.ndarray) -> np.ndarray:
+        """The residual vector at ``x``."""
+
+    def residuals_and_jacobian(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        """The residuals and the Jacobian (dense or CSR) at ``x``."""
+
+    def schur_complement(self) -> Any:
+        """A :class:`~scalar_autograd.lsq.schur.SchurComplement` for the sparse
+        pattern, or None."""
 
 
 class LeastSquaresProblem:
-    """A flat parameter vector ``x`` and the residual blocks that read it.
+    """A flat parameter vector ``x`` and the residuals that read it.
+
+    Build one from residual blocks (``LeastSquaresProblem(x0)`` then :meth:`add_block`)
+    or from a ``residual_fn`` of Values (:meth:`from_residuals`); solve it with
+    :meth:`solve`.
 
     Args:
         x0: the initial parameters, a 1-D array-like of finite floats.
@@ -87,15 +130,18 @@ class LeastSquaresProblem:
 
     Attributes:
         x: the current parameters; :meth:`solve` leaves the best point found here.
+        blocks: the residual blocks (empty for a problem made by :meth:`from_residuals`).
+        params: the ``Value`` params of a problem made by :meth:`from_residuals` (their
+            ``data`` follows ``x`` after every solve), else None.
 
     Raises:
         TypeError: ``x0`` is a string, or holds anything but real numbers (complex
-            numbers, strings, None; see :func:`~scalar_autograd.lsq.params.as_real_array`).
+            numbers, strings, None; see :func:`~scalar_autograd.validation.check_real_array`).
         ValueError: ``x0`` is not a non-empty 1-D array, or not finite.
     """
 
     def __init__(self, x0: Any, blocks: Sequence[ResidualBlock] = ()) -> None:
-        x = as_real_array(x0, "x0")
+        x = check_real_array(x0, "x0")
         if x.ndim != 1 or x.size == 0:
             raise ValueError(f"x0 must be a non-empty 1-D array of parameters; got shape "
                              f"{x.shape}")
@@ -104,8 +150,59 @@ class LeastSquaresProblem:
                              f"{int(np.argwhere(~np.isfinite(x))[0][0])}")
         self.x = x
         self.blocks: list[ResidualBlock] = []
+        self._function: _ResidualFunction | None = None
         for b in blocks:
             self.add(b)
+
+    @classmethod
+    def from_residuals(
+        cls,
+        params: Sequence[Value],
+        residual_fn: Callable[[list[Value]], Sequence[Value]],
+        *,
+        max_specializations: int = DEFAULT_MAX_SPECIALIZATIONS,
+    ) -> LeastSquaresProblem:
+        """The problem of a Python ``residual_fn`` of the ``params``.
+
+        ``residual_fn(params)`` returns the residuals as a sequence of ``Value``; ``x``
+        starts at the params' ``data``. Nothing is traced or compiled here: that happens
+        in :meth:`solve`, after its options are checked. After every solve the params'
+        ``data`` holds ``x``, the best point found (whatever the status); a solve that
+        raises leaves them where it started.
+
+        Args:
+            params: the leaf Values to fit (distinct, finite).
+            residual_fn: ``params -> [r_0, ..., r_{m-1}]``.
+            max_specializations: ``jacobian="compiled"``: the branch patterns of
+                ``residual_fn`` traced and compiled before
+                ``sa.SpecializationLimitError`` (which names the branch sites); a
+                positive int. Unused by ``"graph"``.
+
+        Raises:
+            TypeError: for params that are not Values, a ``residual_fn`` that is not
+                callable, or a ``max_specializations`` that is not an int.
+            ValueError: for empty, repeated, computed or non-finite params, or a
+                ``max_specializations`` below 1.
+
+        Example:
+            >>> import scalar_autograd as sa
+            >>> a = sa.Value(3.0)
+            >>> problem = LeastSquaresProblem.from_residuals([a], lambda p: [p[0] - 1.0])
+            >>> problem.solve().success, a.data, problem.x.tolist()
+            (True, 1.0, [1.0])
+        """
+        plist = check_params(params, requires_grad=False, finite=True)
+        if not callable(residual_fn):
+            raise TypeError(f"residual_fn must be callable; got {type(residual_fn).__name__}")
+        limit = check_positive_int(max_specializations, "max_specializations")
+        problem = cls([p.data for p in plist])
+        problem._function = _ResidualFunction(plist, residual_fn, limit)
+        return problem
+
+    @property
+    def params(self) -> list[Value] | None:
+        """The params of a problem made by :meth:`from_residuals`, else None."""
+        return None if self._function is None else self._function.params
 
     @property
     def n_params(self) -> int:
@@ -114,13 +211,24 @@ class LeastSquaresProblem:
 
     @property
     def n_residuals(self) -> int:
-        """m, the residuals of all blocks."""
+        """m, the residuals of all blocks (or of ``residual_fn`` at ``x``)."""
+        if self._function is not None:
+            return int(self.residuals().size)
         return sum(b.n_residuals for b in self.blocks)
 
     def add(self, block: ResidualBlock) -> ResidualBlock:
-        """Add a block; its indices must be < ``n_params``."""
+        """Add a block; its indices must be < ``n_params``.
+
+        Raises:
+            ValueError: the problem was made by :meth:`from_residuals`: its residuals
+                are ``residual_fn``'s.
+        """
         if not isinstance(block, ResidualBlock):
             raise TypeError(f"block must be a ResidualBlock; got {type(block).__name__}")
+        if self._function is not None:
+            raise ValueError("a problem made by from_residuals() has residual_fn's "
+                             "residuals only; return the block's residuals from "
+                             "residual_fn, or build the problem from blocks alone")
         top = int(block.param_index.max())
         if top >= self.n_params:
             row = int(np.argwhere(block.param_index >= self.n_params)[0][0])
@@ -149,15 +257,32 @@ class LeastSquaresProblem:
             offset += b.n_rows * mb
         return out
 
-    def assembler(self, jacobian: str = "auto", sparse: bool | None = None) -> Assembler:
-        """The residual/Jacobian evaluator over all blocks (compiled or graph)."""
-        mode = _resolve_mode(validate_jacobian_mode(jacobian))
-        blocks = self._kernel_blocks(mode)
-        m, n = self.n_residuals, self.n_params
-        if sparse is None:
-            nnz = sum(b.rows.size * b.param_index.shape[1] for b in blocks)
-            sparse = choose_sparse(n, nnz / max(1, m * n))
-        return Assembler(blocks, m, n, sparse)
+    def _evaluator(self, mode: str, linear_solver: str) -> Evaluator:
+        """The evaluator for a validated ``jacobian`` mode and linear solver. A
+        ``residual_fn`` is traced at the params' current ``data``."""
+        if self._function is not None:
+            return self._function.evaluator(mode, linear_solver)
+        blocks = self._kernel_blocks("graph" if mode == "graph" else "compiled")
+        return Assembler.of(blocks, self.n_residuals, self.n_params, sparse_for(linear_solver))
+
+    def assembler(self, jacobian: str = "auto", sparse: bool | None = None) -> Evaluator:
+        """The residual/Jacobian evaluator (compiled or graph) the solver would use.
+
+        Args:
+            jacobian: ``"auto"``, ``"compiled"`` or ``"graph"`` (see :meth:`solve`).
+            sparse: a CSR (True) or dense (False) Jacobian; None chooses by size and
+                density (:func:`~scalar_autograd.lsq.assembly.choose_sparse`).
+
+        Returns:
+            An :class:`~scalar_autograd.lsq.assembly.Assembler` for residual blocks; a
+            :class:`~scalar_autograd.lsq.compiled_oracle.CompiledOracle` or
+            :class:`~scalar_autograd.lsq.graph_oracle.GraphOracle` (always dense) for a
+            ``residual_fn``, traced at the params' current ``data``.
+        """
+        mode = validate_jacobian_mode(jacobian)
+        linear_solver = "auto" if sparse is None else \
+            ("sparse_cholesky" if sparse else "dense")
+        return self._evaluator(mode, linear_solver)
 
     def residuals(self, x: Any = None) -> np.ndarray:
         """The residual vector at ``x`` (default: ``self.x``).
@@ -169,82 +294,213 @@ class LeastSquaresProblem:
         if x is None:
             xv = self.x
         else:
-            xv = as_real_array(x, "x")
+            xv = check_real_array(x, "x")
             if xv.shape != (self.n_params,):
                 raise ValueError(f"x must be a 1-D array of n_params = {self.n_params} "
                                  f"parameters; got shape {xv.shape}")
+        if self._function is not None:
+            return self._function.residuals(xv)
         return self.assembler(sparse=False).residuals(xv)
 
-    def solve(
-        self,
-        *,
-        jacobian: str = "auto",
-        linear_solver: str = "auto",
-        **options: Any,
-    ) -> LeastSquaresResult:
-        """Minimise the cost from ``self.x`` by Levenberg-Marquardt; update ``self.x``.
+    def solve(self, *, jacobian: str = "auto", **options: Any) -> LeastSquaresResult:
+        """Minimise ``0.5 * sum(rho(r_i**2))`` from ``self.x`` by Levenberg-Marquardt.
+
+        Every option is checked before any work (tracing, compiling) is done. Afterwards
+        ``self.x`` (and, for :meth:`from_residuals`, every param's ``data``) holds the
+        solution: the best point found, whatever the status.
 
         Args:
-            jacobian: ``"compiled"`` (each block compiled once, all rows in one native
-                call; a block whose ``fn`` branches in Python on its slots or data is
-                refused with a ``ValueError`` naming the block and line, see
-                :class:`ResidualBlock`), ``"graph"`` (``fn`` re-run and ``backward()``
-                per row and output; slow, for checking) or ``"auto"`` (compiled when
-                the JIT is available).
-            linear_solver: ``"auto"`` (sparse when :func:`choose_sparse` says so, with
-                a Schur-complement elimination when the pattern has one, see
-                :mod:`scalar_autograd.lsq.schur`),
-                ``"dense"``, ``"sparse_cholesky"`` or ``"sparse_lsmr"``.
-            **options: the options of :func:`scalar_autograd.nonlinear_least_squares`
-                (``max_iterations``, tolerances, ``loss``, ``verbose``, ...).
+            jacobian: ``"compiled"``: compiled kernels, all rows of a kernel in one
+                native call. A residual block is compiled once for all its rows, so a
+                block whose ``fn`` branches in Python on its slots or data is refused
+                with a ``ValueError`` naming the block and line (see
+                :class:`ResidualBlock`). A ``residual_fn`` is traced, its structurally
+                identical residuals grouped and each group compiled; Python branches on
+                the params (``if``, ``while``, ``and``/``or``, builtin ``min``/``max``
+                of a ``Value``) are guarded as in ``sa.jit``: their outcomes are checked
+                by one compiled function at every point, and ``residual_fn`` is traced
+                again where one changes (see ``max_specializations`` of
+                :meth:`from_residuals`; ``sa.where`` keeps a branch inside one compiled
+                function). ``float()``, ``int()`` and ``math.*`` of a value depending
+                on the params raise ``sa.ConcretizationError``; a branch on ``p.data``
+                (a plain float) cannot be seen and stays frozen. ``"graph"``: re-run
+                ``fn`` (per row and output) or ``residual_fn`` and ``backward()`` per
+                residual at every accepted point (slow; works for any function; the
+                Jacobian of a ``residual_fn`` is then dense). ``"auto"``: compiled.
+            **options: the solver options, each checked up front (TypeError for the
+                wrong kind of thing, ValueError for a wrong value, naming the option):
+
+                * ``max_iterations`` (100): most trial steps (linear solves), accepted
+                  or not.
+                * ``cost_tolerance`` (1e-10): stop when an accepted step's actual and
+                  predicted relative cost reductions are both at most this (scipy's
+                  ``ftol``).
+                * ``param_tolerance`` (1e-10): stop when the step is at most
+                  ``xtol * (xtol + |x|)`` in the norm scaled by the Jacobian's column
+                  norms (scipy's ``xtol``, MINPACK's scaled form).
+                * ``gradient_tolerance`` (1e-10): stop when the largest cosine between
+                  the residual vector and a Jacobian column is at most this (scipy's
+                  ``gtol`` for ``method="lm"``).
+                * ``initial_damping`` (None): the first ``mu``, relative to the
+                  Marquardt diagonal. None starts as MINPACK does: an undamped
+                  Gauss-Newton step, limited to the initial trust radius
+                  ``100 * |sqrt(D) x0|`` (Moré 1978).
+                * ``loss`` (``"linear"``): ``"linear"``, ``"huber"``, ``"soft_l1"``,
+                  ``"cauchy"`` or ``"arctan"`` (scipy's robust losses, applied to
+                  ``z = (r / loss_scale)**2``); ``loss_scale`` (1.0): the soft margin
+                  between inlier and outlier residuals.
+                * ``linear_solver`` (``"auto"``): ``"dense"`` (Cholesky of the dense
+                  normal equations), ``"sparse_cholesky"`` or ``"sparse_lsmr"`` (a CSR
+                  Jacobian, see :mod:`scalar_autograd.lsq.linalg`), ``"schur"`` (a CSR
+                  Jacobian whose small independent parameter blocks, bundle
+                  adjustment's points, are eliminated by a Schur complement, see
+                  :mod:`scalar_autograd.lsq.schur`; the generic sparse Cholesky where
+                  the pattern has none worth eliminating) or ``"auto"`` (sparse when
+                  :func:`~scalar_autograd.lsq.assembly.choose_sparse` says so, then as
+                  ``"schur"``; dense otherwise).
+                * ``geodesic_acceleration`` (False): add the second-order geodesic
+                  correction of Transtrum and Sethna (2012) to every step, at the price
+                  of one more residual evaluation per trial step; it can help when
+                  parameters "evaporate" along a flat valley (see
+                  :mod:`scalar_autograd.lsq.levenberg_marquardt`).
+                * ``verbose`` (False): print the problem's structure, one line per
+                  iteration and the reason for stopping.
+                * ``callback`` (None): called after every trial step with an
+                  :class:`~scalar_autograd.lsq.levenberg_marquardt.IterationInfo`;
+                  returning ``True`` stops the solver (status ``CALLBACK_STOP``).
 
         Returns:
             A :class:`LeastSquaresResult`.
+
+        Raises:
+            TypeError: for an unknown option or one of the wrong type, and for
+                residuals that are not Values.
+            ValueError: for a bad option value, no residuals, or a block that branches
+                (``jacobian="compiled"``).
+            SpecializationLimitError: a ``residual_fn`` took more than
+                ``max_specializations`` branch patterns (``jacobian="compiled"``).
+            ConcretizationError: ``residual_fn`` or a block needs the number of a
+                value that depends on the params (``float()``, ``math.exp``); the
+                message names the line.
         """
-        opts = validate_options(linear_solver=linear_solver, **options)
-        sparse: bool | None
-        if linear_solver == "dense":
-            sparse = False
-        elif linear_solver in ("sparse_cholesky", "sparse_lsmr"):
-            sparse = True
-        else:
-            sparse = None
-        asm = self.assembler(jacobian, sparse)
-        if opts.verbose:
-            constant = np.flatnonzero(~asm.rows_with_params).tolist()
-            for b in self.blocks:
-                constant_outputs = b.constant_outputs()
-                if constant_outputs:
-                    print(f"note: block {b.name!r} outputs {constant_outputs} depend on no "
-                          f"parameter")
-            if constant:
-                print(describe_constant_rows(constant))
-            unused = int(np.count_nonzero(~asm.columns_used))
-            if unused:
-                print(f"note: {unused} parameter(s) are used by no residual; they stay put")
-            print(f"{asm.m} residuals, {asm.n} parameters, "
-                  f"{'sparse' if asm.sparse else 'dense'} Jacobian")
-        # "auto" on a sparse problem eliminates small independent parameter blocks
-        # (bundle adjustment's points) by a Schur complement when the pattern has them
-        # and it pays (lsq/schur.py); "sparse_cholesky" keeps the generic factorisation.
-        schur = asm.schur_complement() if linear_solver == "auto" else None
-        if opts.verbose and schur is not None:
-            print(f"Schur complement: eliminating {schur.eliminated.size} parameters in "
-                  f"blocks of {schur.size}, reduced dense system of {schur.reduced.size}")
-        result = levenberg_marquardt(asm.residuals_and_jacobian, asm.residuals, self.x, opts,
-                                     schur=schur)
+        opts = validate_options(**options)
+        mode = validate_jacobian_mode(jacobian)
+        with self._solving():
+            evaluator = self._evaluator(mode, opts.linear_solver)
+            # "auto" on a sparse Jacobian and "schur" eliminate small independent
+            # parameter blocks (bundle adjustment's points) by a Schur complement when
+            # the pattern has them and it pays (lsq/schur.py); "sparse_cholesky" keeps
+            # the generic factorisation
+            schur = evaluator.schur_complement() \
+                if opts.linear_solver in ("auto", "schur") else None
+            residuals_and_jacobian: Callable[[np.ndarray], tuple[np.ndarray, Any]] = \
+                evaluator.residuals_and_jacobian
+            if opts.verbose:
+                residuals_and_jacobian = self._noting(evaluator, schur, opts.linear_solver)
+            result = levenberg_marquardt(residuals_and_jacobian, evaluator.residuals,
+                                         self.x, opts, schur=schur)
         self.x = result.x.copy()
+        if self._function is not None:
+            self._function.move_to(self.x)
         return result
 
+    def _solving(self) -> contextlib.AbstractContextManager[None]:
+        if self._function is None:
+            return contextlib.nullcontext()
+        return self._function.bound(self.x)
 
-def _resolve_mode(mode: str) -> str:
-    if mode == "graph":
-        return mode
-    from scalar_autograd.lsq.solve import jit_compile_available
+    def _noting(self, evaluator: Evaluator, schur: Any, linear_solver: str
+                ) -> Callable[[np.ndarray], tuple[np.ndarray, Any]]:
+        """``evaluator.residuals_and_jacobian`` that prints, after its first call, what
+        the problem is made of (once the evaluator knows its constant rows)."""
+        told = False
 
-    if jit_compile_available():
-        return "compiled"
-    if mode == "compiled":
-        raise RuntimeError('jacobian="compiled" needs the JIT (scalar_autograd.runtime.compile), '
-                           'which is not available; use jacobian="graph"')
-    return "graph"
+        def residuals_and_jacobian(x: np.ndarray) -> tuple[np.ndarray, Any]:
+            nonlocal told
+            r, J = evaluator.residuals_and_jacobian(x)
+            if not told:
+                told = True
+                for line in self._structure(evaluator, J.shape, schur, linear_solver):
+                    print(line)
+            return r, J
+
+        return residuals_and_jacobian
+
+    def _structure(self, evaluator: Evaluator, shape: tuple[int, int], schur: Any,
+                   linear_solver: str) -> list[str]:
+        """The verbose lines describing the residuals, the Jacobian and its solver."""
+        lines = []
+        for b in self.blocks:
+            constant_outputs = b.constant_outputs()
+            if constant_outputs:
+                lines.append(f"note: block {b.name!r} outputs {constant_outputs} depend on "
+                             f"no parameter")
+        if evaluator.constant_rows:
+            lines.append(describe_constant_rows(evaluator.constant_rows))
+        used = evaluator.columns_used
+        unused = 0 if used is None else int(np.count_nonzero(~used))
+        if unused:
+            lines.append(f"note: {unused} parameter(s) are used by no residual; they stay "
+                         f"put")
+        m, n = shape
+        lines.append(f"{m} residuals, {n} parameters, "
+                     f"{'sparse' if evaluator.sparse else 'dense'} Jacobian")
+        if schur is not None:
+            lines.append(f"Schur complement: eliminating {schur.eliminated.size} parameters "
+                         f"in blocks of {schur.size}, reduced dense system of "
+                         f"{schur.reduced.size}")
+        elif linear_solver == "schur":
+            lines.append("note: no parameter blocks worth a Schur elimination in the "
+                         "Jacobian's pattern; the generic sparse Cholesky solves the steps"
+                         if evaluator.sparse else
+                         "note: the Jacobian is dense (jacobian=\"graph\" of a "
+                         "residual_fn); the steps are solved densely")
+        return lines
+
+
+class _ResidualFunction:
+    """The residuals of a Python ``residual_fn`` of Value params (see
+    :meth:`LeastSquaresProblem.from_residuals`)."""
+
+    def __init__(self, params: list[Value], fn: ResidualFn, max_specializations: int
+                 ) -> None:
+        self.params = params
+        self.fn = fn
+        self.max_specializations = max_specializations
+
+    def evaluator(self, mode: str, linear_solver: str) -> Evaluator:
+        """The oracle of ``mode``; the compiled one traces at the params' ``data``."""
+        if mode == "graph":
+            return GraphOracle(self.params, self.fn)
+        return CompiledOracle(self.params, self.fn, linear_solver,
+                              max_specializations=self.max_specializations)
+
+    def residuals(self, x: np.ndarray) -> np.ndarray:
+        """``residual_fn`` at ``x``, evaluated eagerly (the params' ``data`` is kept)."""
+        saved = [p.data for p in self.params]
+        try:
+            return GraphOracle(self.params, self.fn).residuals(x)
+        finally:
+            self.move_to(saved)
+
+    def move_to(self, x: Any) -> None:
+        """Set the params' ``data`` to ``x``."""
+        for p, v in zip(self.params, x):
+            p.data = float(v)
+
+    @contextlib.contextmanager
+    def bound(self, x: np.ndarray) -> Iterator[None]:
+        """While solving from ``x``: the params start at ``x`` and require grad; their
+        ``requires_grad`` is restored after, and their ``data`` to ``x`` on an error."""
+        saved = [p.requires_grad for p in self.params]
+        self.move_to(x)
+        for p in self.params:
+            p.requires_grad = True
+        try:
+            yield
+        except BaseException:
+            self.move_to(x)
+            raise
+        finally:
+            for p, requires_grad in zip(self.params, saved):
+                p.requires_grad = requires_grad

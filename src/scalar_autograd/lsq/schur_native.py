@@ -41,11 +41,14 @@ Example:
 
 from __future__ import annotations
 
-import ctypes
 import threading
 from typing import Any
 
 import numpy as np
+
+from scalar_autograd.native.abi import BLOCK_FN, address, address_block, check_buffer
+from scalar_autograd.native.emitter import FunctionEmitter, module
+from scalar_autograd.native.engine import native_engine
 
 MAX_UNROLLED = 576
 """Largest ``k * k`` (reduced columns per row, squared) unrolled into straight-line
@@ -55,123 +58,11 @@ path."""
 PREFETCH_DISTANCE = 8
 """Blocks ahead whose Jacobian rows ``parts`` asks the cache for."""
 
-_ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _ZERO = np.zeros(1)
 """What a padded position reads."""
 
 
-class _Emitter:
-    """Straight-line LLVM IR text with fresh SSA names."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self._n = 0
-
-    def fresh(self, stem: str) -> str:
-        self._n += 1
-        return f"%{stem}{self._n}"
-
-    def emit(self, line: str) -> None:
-        self.lines.append("  " + line)
-
-    def label(self, name: str) -> None:
-        self.lines.append(f"{name}:")
-
-    def arg(self, index: int, kind: str) -> str:
-        """Word ``index`` of the argument block, as an ``i64`` or a ``ptr``."""
-        p, v = self.fresh("ap"), self.fresh("a")
-        self.emit(f"{p} = getelementptr i64, ptr %args, i64 {index}")
-        self.emit(f"{v} = load i64, ptr {p}")
-        if kind == "i64":
-            return v
-        q = self.fresh("p")
-        self.emit(f"{q} = inttoptr i64 {v} to ptr")
-        return q
-
-    def gep(self, kind: str, base: str, index: str) -> str:
-        p = self.fresh("g")
-        self.emit(f"{p} = getelementptr {kind}, ptr {base}, i64 {index}")
-        return p
-
-    def load(self, kind: str, base: str, index: str) -> str:
-        v = self.fresh("l")
-        self.emit(f"{v} = load {kind}, ptr {self.gep(kind, base, index)}")
-        return v
-
-    def store(self, value: str, base: str, index: str) -> None:
-        self.emit(f"store double {value}, ptr {self.gep('double', base, index)}")
-
-    def op(self, opcode: str, kind: str, a: str, b: str) -> str:
-        v = self.fresh("t")
-        self.emit(f"{v} = {opcode} {kind} {a}, {b}")
-        return v
-
-    def dot(self, pairs: list[tuple[str, str]], start: str | None = None) -> str:
-        """``start + sum a * b`` left to right (``0.0`` when empty and no start)."""
-        acc = start
-        for a, b in pairs:
-            prod = self.op("fmul", "double", a, b)
-            acc = prod if acc is None else self.op("fadd", "double", acc, prod)
-        return acc if acc is not None else "0.0"
-
-    def add_to(self, base: str, index: str, value: str) -> None:
-        """``base[index] += value``."""
-        p = self.gep("double", base, index)
-        old, new = self.fresh("o"), self.fresh("n")
-        self.emit(f"{old} = load double, ptr {p}")
-        self.emit(f"{new} = fadd double {old}, {value}")
-        self.emit(f"store double {new}, ptr {p}")
-
-    def loop_header(self, name: str, preheader: str, phis: list[tuple[str, str, str, str]],
-                    counter: str, stop: str) -> None:
-        """Open a loop whose body is the single block ``name.body`` (looping back to
-        ``name.head``): ``phis`` are ``(type, value, initial, next)``; it runs while
-        ``counter < stop``. The body ends with ``br label %name.head``."""
-        self.emit(f"br label %{name}.head")
-        self.label(f"{name}.head")
-        for kind, value, initial, following in phis:
-            self.emit(f"{value} = phi {kind} [{initial}, %{preheader}], "
-                      f"[{following}, %{name}.body]")
-        done = self.fresh("done")
-        self.emit(f"{done} = icmp sge i64 {counter}, {stop}")
-        self.emit(f"br i1 {done}, label %{name}.exit, label %{name}.body")
-        self.label(f"{name}.body")
-
-    def loop(self, name: str, start: str, stop: str, preheader: str) -> str:
-        """Open ``for i in range(start, stop)``; returns ``i``. Close with :meth:`end_loop`."""
-        i = f"%{name}"
-        self.emit(f"br label %{name}.head")
-        self.label(f"{name}.head")
-        self.emit(f"{i} = phi i64 [{start}, %{preheader}], [{i}.next, %{name}.latch]")
-        done = self.fresh("done")
-        self.emit(f"{done} = icmp sge i64 {i}, {stop}")
-        self.emit(f"br i1 {done}, label %{name}.exit, label %{name}.body")
-        self.label(f"{name}.body")
-        return i
-
-    def end_loop(self, name: str) -> None:
-        self.emit(f"br label %{name}.latch")
-        self.label(f"{name}.latch")
-        self.emit(f"%{name}.next = add i64 %{name}, 1")
-        self.emit(f"br label %{name}.head")
-        self.label(f"{name}.exit")
-
-    def index(self, *terms: str | int) -> str:
-        """The ``i64`` sum of products given as ``"a*b"`` pairs or plain terms."""
-        acc: str | None = None
-        for term in terms:
-            if isinstance(term, int):
-                value = str(term)
-            elif "*" in term:
-                a, b = term.split("*")
-                value = self.op("mul", "i64", a, b)
-            else:
-                value = term
-            acc = value if acc is None else self.op("add", "i64", acc, value)
-        return acc if acc is not None else "0"
-
-
-def _block_header(e: _Emitter, b: str, k: int, s: int, W: str, cols: str,
+def _block_header(e: FunctionEmitter, b: str, k: int, s: int, W: str, cols: str,
                   width: str) -> tuple[list[list[str]], list[str]]:
     """Load block ``b``'s ``W_b`` (k x s) and the row offsets ``c_i * width`` of its
     reduced columns."""
@@ -191,7 +82,7 @@ def _parts_ir(k: int, s: int) -> str:
 
     A run is ``mult`` rows naming the same columns, ``stride`` entries apart in
     ``data``; ``pos`` holds its first row's positions (``nnz``: padding, reads ``zero``)."""
-    e = _Emitter()
+    e = FunctionEmitter()
     nb, data, pos, mult, stride = (e.arg(0, "i64"), e.arg(1, "ptr"), e.arg(2, "ptr"),
                                    e.arg(3, "ptr"), e.arg(4, "ptr"))
     bstart, bgroup, bcols = e.arg(5, "ptr"), e.arg(6, "ptr"), e.arg(7, "ptr")
@@ -269,13 +160,13 @@ def _parts_ir(k: int, s: int) -> str:
             lo, hi = min(i, j), max(i, j)
             e.add_to(U, e.index(rows[i], col[j]), f"%u.{lo}.{hi}")
     e.end_loop("b")
-    return _function("parts", e)
+    return e.function("parts")
 
 
 def _reduce_ir(k: int, s: int) -> str:
     """args: n_runs, &run_start (n_runs+1, block index), &block_group, &block_cols,
     &W, &Vinv (G x s x s), &gE (G x s), &S1, &S2 (width^2), &rhs (width), width."""
-    e = _Emitter()
+    e = FunctionEmitter()
     n_runs, rstart, bgroup, bcols, W, Vinv = (e.arg(0, "i64"), e.arg(1, "ptr"), e.arg(2, "ptr"),
                                              e.arg(3, "ptr"), e.arg(4, "ptr"), e.arg(5, "ptr"))
     gE, S1, S2, rhs, width = (e.arg(6, "ptr"), e.arg(7, "ptr"), e.arg(8, "ptr"),
@@ -307,13 +198,13 @@ def _reduce_ir(k: int, s: int) -> str:
     e.end_loop("bb")
     e.end_loop("ba")
     e.end_loop("q")
-    return _function("reduce", e)
+    return e.function("reduce")
 
 
 def _back_ir(k: int, s: int) -> str:
     """args: n_runs, &run_start, &block_group, &block_cols, &W, &Vinv, &gE, &hR (width),
     &hE (G x s)."""
-    e = _Emitter()
+    e = FunctionEmitter()
     n_runs, rstart, bgroup, bcols, W, Vinv = (e.arg(0, "i64"), e.arg(1, "ptr"), e.arg(2, "ptr"),
                                              e.arg(3, "ptr"), e.arg(4, "ptr"), e.arg(5, "ptr"))
     gE, hR, hE = e.arg(6, "ptr"), e.arg(7, "ptr"), e.arg(8, "ptr")
@@ -341,36 +232,29 @@ def _back_ir(k: int, s: int) -> str:
         row = [(e.load("double", Vinv, e.index(vb, t * s + u)), f"%acc.{u}") for u in range(s)]
         e.store(e.op("fsub", "double", "-0.0", e.dot(row)), hE, e.index(gb, t))
     e.end_loop("q")
-    return _function("back", e)
-
-
-def _function(name: str, e: _Emitter) -> str:
-    return (f"define void @{name}(ptr %args) {{\nentry:\n" + "\n".join(e.lines)
-            + "\n  ret void\n}\n")
+    return e.function("back")
 
 
 class SchurKernels:
     """The three compiled loops for one ``(k, s)`` (module docstring)."""
 
     def __init__(self, k: int, s: int) -> None:
-        from scalar_autograd.backends.llvm import native_engine
-
         self.k, self.s = k, s
-        source = ("; generated by scalar_autograd.lsq.schur_native\n"
-                  "declare void @llvm.prefetch.p0(ptr, i32, i32, i32)\n"
-                  "declare i64 @llvm.smin.i64(i64, i64)\n"
-                  + _parts_ir(k, s) + _reduce_ir(k, s) + _back_ir(k, s))
-        self._engine = native_engine(source, 2)
-        self._parts = _ENTRY(self._engine.address("parts"))
-        self._reduce = _ENTRY(self._engine.address("reduce"))
-        self._back = _ENTRY(self._engine.address("back"))
+        self.source = module("generated by scalar_autograd.lsq.schur_native",
+                             {"declare void @llvm.prefetch.p0(ptr, i32, i32, i32)",
+                              "declare i64 @llvm.smin.i64(i64, i64)"},
+                             [_parts_ir(k, s), _reduce_ir(k, s), _back_ir(k, s)])
+        self._engine = native_engine(self.source, 2)
+        self._parts = BLOCK_FN(self._engine.address("parts"))
+        self._reduce = BLOCK_FN(self._engine.address("reduce"))
+        self._back = BLOCK_FN(self._engine.address("back"))
 
     @staticmethod
     def _call(fn: Any, words: list[Any]) -> None:
-        """Call ``fn`` with an argument block of ints and array addresses."""
-        block = np.array([w.ctypes.data if isinstance(w, np.ndarray) else int(w)
-                          for w in words], dtype=np.int64)
-        fn(ctypes.c_void_p(int(block.ctypes.data)))
+        """Call ``fn`` with an argument block of ints and array addresses (the caller
+        holds the arrays for the call's duration)."""
+        block = address_block(words)
+        fn(address(block))
 
     def parts(self, nb: int, data: np.ndarray, pos: np.ndarray, mult: np.ndarray,
               stride: np.ndarray, block_start: np.ndarray, block_group: np.ndarray,
@@ -398,11 +282,12 @@ class SchurKernels:
                                 Vinv, gE, hR, hE])
 
 
+_KINDS = (np.dtype(np.float64), np.dtype(np.int64))
+
+
 def _check(*arrays: np.ndarray) -> None:
-    for a in arrays:
-        if not a.flags.c_contiguous or a.dtype not in (np.float64, np.int64):
-            raise ValueError(f"native Schur kernels need C-contiguous float64/int64 arrays, "
-                             f"got {a.dtype} (contiguous: {a.flags.c_contiguous})")
+    for k, a in enumerate(arrays):
+        check_buffer(a, f"Schur kernel array {k}", dtypes=_KINDS, writeable=False)
 
 
 _kernels: dict[tuple[int, int], SchurKernels | None] = {}

@@ -4,6 +4,7 @@ from scalar_autograd.optim.clip import clip_by_global_norm, clip_grad_norm, glob
 from scalar_autograd.optim.equations import (
     AdamConfig,
     AdamState,
+    AdamWConfig,
     SGDConfig,
     SGDState,
     adam_init,
@@ -20,6 +21,6 @@ from scalar_autograd.optim.result import OptimizeResult, Status
 __all__ = [
     "SGD", "Adam", "AdamW", "Optimizer", "clip_grad_norm", "clip_by_global_norm",
     "global_norm", "SGDConfig", "SGDState", "sgd_init", "sgd_step", "AdamConfig",
-    "AdamState", "adam_init", "adam_step", "lbfgs", "lbfgs_minimize", "LBFGSConfig",
+    "AdamWConfig", "AdamState", "adam_init", "adam_step", "lbfgs", "lbfgs_minimize", "LBFGSConfig",
     "StrongWolfe", "minimize", "LineSearchResult", "OptimizeResult", "Status",
 ]

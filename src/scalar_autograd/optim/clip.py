@@ -18,15 +18,13 @@ from collections.abc import Iterable
 import numpy as np
 
 from scalar_autograd.optim.equations import FloatArray
-from scalar_autograd.optim.validation import check_bool, check_nonnegative_float, check_real
+from scalar_autograd.validation import check_bool, check_nonnegative_float, check_real_in
 from scalar_autograd.value import Value
 
 
 def _check_norm_type(norm_type: float) -> float:
-    value = check_real(norm_type, "norm_type")
-    if not value > 0.0:
-        raise ValueError(f"`norm_type` must be > 0 (or inf); got {value!r}")
-    return value
+    return check_real_in(norm_type, "norm_type", "a real number > 0 (inf for the max-norm)",
+                         lambda v: v > 0.0)
 
 
 def global_norm(grad: FloatArray, norm_type: float = 2.0) -> float:

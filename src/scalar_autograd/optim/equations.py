@@ -1,35 +1,51 @@
-"""The update equations of SGD, Adam and AdamW on flat float64 vectors (optax-style).
+"""The update equations of SGD, Adam and AdamW, each written once against an algebra.
 
 Each optimiser is a frozen, validated *config* (its hyperparameters), a small mutable
-*state* (step count and moment vectors) and one ``*_step`` function that updates the
-parameter vector and the state in place, using a caller-owned scratch array, so a loop
-of steps allocates nothing and has no per-parameter Python work.
+*state* (step count and moment vectors) and one :class:`UpdateRule`: two functions
+written against an algebra ``m``, as the op table's rules are (``+ - *`` and unary
+``-`` directly, everything else through ``m``):
 
-The floating-point operations follow ``torch.optim`` (single-tensor path) one for one,
-in the same order, so a trajectory matches PyTorch's to rounding; PyTorch's vectorised
-CPU kernels may fuse a multiply-add (FMA), which is the only source of difference.
+* ``step_scalars(m, inputs)``: the numbers of one step, computed once per step from the
+  hyperparameters and the steps taken (Adam's bias corrections ``1 - beta**t``, with
+  ``pow`` as CPython's ``float ** float`` calls it);
+* ``element(m, form, x, g, *state, scalars)``: the new ``x`` and state of one
+  parameter. ``form`` holds the branches a config selects (weight decay or not,
+  momentum or not, ...), fixed for a run.
+
+The same two functions run everywhere: on floats and numpy arrays here
+(:func:`sgd_step`, :func:`adam_step`: ``FLOATS`` for the scalars, whole-array numpy
+ufuncs for the elements, :mod:`.array_algebra`), and on the IR builder in
+:mod:`.native`, whose programs the shared native emitter turns into a loop over the
+arrays. Both perform the same IEEE-754 operations in the same order, without fused
+multiply-adds, so their iterates are bit-identical. The order follows ``torch.optim``
+(single-tensor path) one for one, so a trajectory matches PyTorch's to rounding;
+PyTorch's vectorised CPU kernels may fuse a multiply-add (FMA), the only difference.
 
 Example:
     >>> import numpy as np
     >>> config = AdamConfig(lr=0.1)
     >>> x = np.array([1.0, -2.0])
     >>> state = adam_init(2)
-    >>> scratch = np.empty((2, 2))
     >>> for _ in range(200):
-    ...     adam_step(x, 2.0 * x, state, config, scratch)   # gradient of |x|^2
+    ...     adam_step(x, 2.0 * x, state, config)   # gradient of |x|^2
     >>> bool(np.all(np.abs(x) < 1e-2)), state.step
     (True, 200)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-from scalar_autograd.optim.validation import (
+from scalar_autograd.ops import FLOATS
+from scalar_autograd.optim.array_algebra import ARRAYS
+from scalar_autograd.validation import (
     check_bool,
+    check_fields,
     check_nonnegative_float,
     check_positive_float,
     check_unit_interval,
@@ -50,6 +66,7 @@ class SGDConfig:
         x = x - lr * d
 
     Raises:
+        TypeError: an option of the wrong type.
         ValueError: ``lr`` <= 0, ``momentum`` or ``weight_decay`` < 0, or
             ``nesterov`` without momentum.
     """
@@ -60,12 +77,8 @@ class SGDConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lr", check_positive_float(self.lr, "lr"))
-        object.__setattr__(self, "momentum", check_nonnegative_float(self.momentum, "momentum"))
-        object.__setattr__(self, "nesterov", check_bool(self.nesterov, "nesterov"))
-        object.__setattr__(
-            self, "weight_decay", check_nonnegative_float(self.weight_decay, "weight_decay")
-        )
+        check_fields(self, {"lr": check_positive_float, "momentum": check_nonnegative_float,
+                            "nesterov": check_bool, "weight_decay": check_nonnegative_float})
         if self.nesterov and self.momentum <= 0.0:
             raise ValueError(
                 f"`nesterov` requires `momentum` > 0; got momentum={self.momentum!r}"
@@ -85,49 +98,58 @@ def sgd_init(n: int) -> SGDState:
     return SGDState(momentum_buffer=np.zeros(n))
 
 
-def sgd_step(
-    x: FloatArray, grad: FloatArray, state: SGDState, config: SGDConfig, scratch: FloatArray
-) -> None:
-    """One SGD step: update ``x`` and ``state`` in place.
+@dataclass(frozen=True)
+class SGDForm:
+    """The branches of the SGD update a config takes."""
 
-    Args:
-        x: the parameters, float64, shape ``(n,)``; updated in place.
-        grad: the gradient at ``x``, shape ``(n,)``; not modified.
-        state: from :func:`sgd_init`; updated in place.
-        config: the hyperparameters.
-        scratch: a float64 work array of shape ``(2, n)``.
+    weight_decay: bool
+    momentum: bool
+    nesterov: bool
 
-    Example:
-        >>> import numpy as np
-        >>> x = np.array([1.0]); state = sgd_init(1)
-        >>> sgd_step(x, np.array([2.0]), state, SGDConfig(lr=0.25), np.empty((2, 1)))
-        >>> x
-        array([0.5])
-    """
-    d = grad
-    if config.weight_decay != 0.0:
-        d = scratch[0]
-        np.multiply(x, config.weight_decay, out=d)  # torch: grad.add(param, alpha=wd)
-        np.add(grad, d, out=d)
-    momentum = config.momentum
-    if momentum != 0.0:
-        buf = state.momentum_buffer
-        if state.step == 0:
-            buf[...] = d  # torch: buf = clone(grad)
-        else:
-            buf *= momentum  # torch: buf.mul_(momentum).add_(grad, alpha=1 - dampening)
-            buf += d
-        if config.nesterov:
-            t = scratch[1]
-            np.multiply(buf, momentum, out=t)  # torch: grad.add(buf, alpha=momentum)
-            np.add(d, t, out=scratch[0])
-            d = scratch[0]
-        else:
-            d = buf
-    t = scratch[1]
-    np.multiply(d, -config.lr, out=t)  # torch: param.add_(grad, alpha=-lr)
-    x += t
-    state.step += 1
+    @classmethod
+    def of(cls, config: SGDConfig) -> SGDForm:
+        return cls(weight_decay=config.weight_decay != 0.0, momentum=config.momentum != 0.0,
+                   nesterov=config.nesterov)
+
+
+class SGDInputs(NamedTuple):
+    """What one SGD step reads: the steps taken before it and the hyperparameters."""
+
+    steps_taken: Any
+    lr: Any
+    momentum: Any
+    weight_decay: Any
+
+    @classmethod
+    def of(cls, config: SGDConfig, steps_taken: int) -> SGDInputs:
+        return cls(float(steps_taken), config.lr, config.momentum, config.weight_decay)
+
+
+class SGDScalars(NamedTuple):
+    """The numbers every element of one SGD step uses."""
+
+    first_step: Any     # 1.0 on the first step (the buffer starts as the gradient), else 0.0
+    neg_lr: Any
+    momentum: Any
+    weight_decay: Any
+
+
+def sgd_scalars(m: Any, p: SGDInputs) -> SGDScalars:
+    """The scalars of one SGD step."""
+    return SGDScalars(first_step=m.eq(p.steps_taken, 0.0), neg_lr=-p.lr,
+                      momentum=p.momentum, weight_decay=p.weight_decay)
+
+
+def sgd_element(m: Any, form: SGDForm, x: Any, g: Any, momentum_buffer: Any,
+                s: SGDScalars) -> tuple[Any, Any]:
+    """One SGD update of one parameter: the new ``(x, momentum_buffer)``."""
+    d = g + x * s.weight_decay if form.weight_decay else g  # grad.add(param, alpha=wd)
+    if form.momentum:
+        # buf = clone(grad) on the first step, later buf.mul_(momentum).add_(grad)
+        momentum_buffer = m.where(s.first_step, d, momentum_buffer * s.momentum + d)
+        # nesterov: grad.add(buf, alpha=momentum); otherwise the buffer is the step
+        d = d + momentum_buffer * s.momentum if form.nesterov else momentum_buffer
+    return x + d * s.neg_lr, momentum_buffer  # param.add_(grad, alpha=-lr)
 
 
 # ---------------------------------------------------------------------------- Adam
@@ -144,6 +166,7 @@ class AdamConfig:
         x = x - (lr / (1 - beta1**t)) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 
     Raises:
+        TypeError: an option of the wrong type.
         ValueError: ``lr`` or ``eps`` <= 0, a beta outside [0, 1), ``weight_decay`` < 0.
     """
 
@@ -155,14 +178,18 @@ class AdamConfig:
     decoupled: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lr", check_positive_float(self.lr, "lr"))
-        object.__setattr__(self, "beta1", check_unit_interval(self.beta1, "betas[0]"))
-        object.__setattr__(self, "beta2", check_unit_interval(self.beta2, "betas[1]"))
-        object.__setattr__(self, "eps", check_positive_float(self.eps, "eps"))
-        object.__setattr__(
-            self, "weight_decay", check_nonnegative_float(self.weight_decay, "weight_decay")
-        )
-        object.__setattr__(self, "decoupled", check_bool(self.decoupled, "decoupled"))
+        check_fields(self, {"lr": check_positive_float, "beta1": check_unit_interval,
+                            "beta2": check_unit_interval, "eps": check_positive_float,
+                            "weight_decay": check_nonnegative_float, "decoupled": check_bool},
+                     names={"beta1": "betas[0]", "beta2": "betas[1]"})
+
+
+@dataclass(frozen=True)
+class AdamWConfig(AdamConfig):
+    """AdamW's defaults: :class:`AdamConfig` with decoupled weight decay 1e-2 (PyTorch's)."""
+
+    weight_decay: float = 1e-2
+    decoupled: bool = True
 
 
 @dataclass
@@ -179,17 +206,191 @@ def adam_init(n: int) -> AdamState:
     return AdamState(exp_avg=np.zeros(n), exp_avg_sq=np.zeros(n))
 
 
-def adam_scalars(step: int, config: AdamConfig) -> tuple[float, float]:
-    """``(step_size, sqrt(bias_correction2))`` of step ``step`` (1-based), as torch."""
-    t = float(step)
-    bias_correction1 = 1.0 - config.beta1**t
-    bias_correction2 = 1.0 - config.beta2**t
-    return config.lr / bias_correction1, bias_correction2**0.5
+@dataclass(frozen=True)
+class AdamForm:
+    """The branches of the Adam update a config takes."""
+
+    l2_penalty: bool        # Adam's weight decay: added to the gradient
+    decoupled_decay: bool   # AdamW's: the parameters shrink
+    lerp_from_start: bool   # torch's lerp(start, end, w): from start when |w| < 0.5
+
+    @classmethod
+    def of(cls, config: AdamConfig) -> AdamForm:
+        decay = config.weight_decay != 0.0
+        return cls(l2_penalty=decay and not config.decoupled,
+                   decoupled_decay=decay and config.decoupled,
+                   lerp_from_start=abs(1.0 - config.beta1) < 0.5)
 
 
-def adam_step(
-    x: FloatArray, grad: FloatArray, state: AdamState, config: AdamConfig, scratch: FloatArray
-) -> None:
+class AdamInputs(NamedTuple):
+    """What one Adam step reads: the steps taken before it and the hyperparameters.
+
+    ``half`` is 0.5, the exponent of ``bias_correction2 ** 0.5``: an input rather than a
+    constant, so native code keeps the libm ``pow`` call CPython makes (LLVM would
+    otherwise be free to turn ``pow(x, 0.5)`` into ``sqrt``, which may round
+    differently).
+    """
+
+    steps_taken: Any
+    lr: Any
+    beta1: Any
+    beta2: Any
+    eps: Any
+    weight_decay: Any
+    half: Any
+
+    @classmethod
+    def of(cls, config: AdamConfig, steps_taken: int) -> AdamInputs:
+        return cls(float(steps_taken), config.lr, config.beta1, config.beta2, config.eps,
+                   config.weight_decay, 0.5)
+
+
+class AdamScalars(NamedTuple):
+    """The numbers every element of one Adam step uses."""
+
+    neg_step_size: Any
+    bias_correction2_sqrt: Any
+    decay: Any
+    weight: Any
+    one_minus_weight: Any
+    beta2: Any
+    one_minus_beta2: Any
+    eps: Any
+    weight_decay: Any
+
+
+def adam_scalars(m: Any, p: AdamInputs) -> AdamScalars:
+    """The scalars of one Adam step (step ``t = steps_taken + 1``), as torch computes them."""
+    t = p.steps_taken + 1.0
+    bias_correction1 = 1.0 - m.pow(p.beta1, t)
+    bias_correction2 = 1.0 - m.pow(p.beta2, t)
+    weight = 1.0 - p.beta1
+    return AdamScalars(
+        neg_step_size=-m.div(p.lr, bias_correction1),
+        bias_correction2_sqrt=m.pow(bias_correction2, p.half),
+        decay=1.0 - p.lr * p.weight_decay,
+        weight=weight,
+        one_minus_weight=1.0 - weight,
+        beta2=p.beta2,
+        one_minus_beta2=1.0 - p.beta2,
+        eps=p.eps,
+        weight_decay=p.weight_decay,
+    )
+
+
+def adam_element(m: Any, form: AdamForm, x: Any, g: Any, exp_avg: Any, exp_avg_sq: Any,
+                 s: AdamScalars) -> tuple[Any, Any, Any]:
+    """One Adam/AdamW update of one parameter: the new ``(x, exp_avg, exp_avg_sq)``."""
+    if form.decoupled_decay:
+        x = x * s.decay                      # param.mul_(1 - lr * weight_decay)
+    if form.l2_penalty:
+        g = g + x * s.weight_decay           # grad.add(param, alpha=weight_decay)
+    diff = g - exp_avg                       # exp_avg.lerp_(grad, 1 - beta1)
+    if form.lerp_from_start:
+        exp_avg = exp_avg + diff * s.weight
+    else:
+        exp_avg = g - diff * s.one_minus_weight
+    # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    exp_avg_sq = exp_avg_sq * s.beta2 + g * s.one_minus_beta2 * g
+    # denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+    denom = m.div(m.sqrt(exp_avg_sq), s.bias_correction2_sqrt) + s.eps
+    # param.addcdiv_(exp_avg, denom, value=-step_size)
+    return x + m.div(exp_avg * s.neg_step_size, denom), exp_avg, exp_avg_sq
+
+
+# ---------------------------------------------------------------------------- rules
+@dataclass(frozen=True)
+class UpdateRule:
+    """One optimiser's update: what it reads and writes, and its two functions.
+
+    Attributes:
+        name: ``"sgd"`` or ``"adam"`` (also the native entry points' prefix).
+        arrays: the element function's array arguments, in order: ``x``, ``g``, then
+            the state vectors (the names of the state's fields).
+        outputs: the arrays the element function returns new values of, in order.
+        inputs: the per-step inputs (a NamedTuple class with ``of(config, steps)``).
+        scalars: the NamedTuple class the scalar function returns.
+        step_scalars: ``(m, inputs) -> scalars``.
+        element: ``(m, form, *arrays, scalars) -> new values of outputs``.
+        form: ``config -> form``, the branches a config takes.
+        init: ``n -> state``, a fresh state for ``n`` parameters.
+    """
+
+    name: str
+    arrays: tuple[str, ...]
+    outputs: tuple[str, ...]
+    inputs: Any
+    scalars: Any
+    step_scalars: Callable[..., Any]
+    element: Callable[..., tuple[Any, ...]]
+    form: Callable[[Any], Any]
+    init: Callable[[int], Any]
+
+    @property
+    def state_vectors(self) -> tuple[str, ...]:
+        """The names of the state's vectors (the arrays after ``x`` and ``g``)."""
+        return self.arrays[2:]
+
+    def step(self, config: Any, state: Any, x: FloatArray, grad: FloatArray) -> None:
+        """One step with numpy, in place: the scalars on floats, then the elements on
+        whole arrays, :data:`NUMPY_BLOCK` elements at a time (each op makes a
+        temporary array; blocks keep them small and in cache)."""
+        scalars = self.step_scalars(FLOATS, self.inputs.of(config, state.step))
+        form = self.form(config)
+        arrays = [x, grad, *[getattr(state, name) for name in self.state_vectors]]
+        targets = [self.arrays.index(name) for name in self.outputs]
+        n = x.size
+        for start in range(0, n, NUMPY_BLOCK):
+            block = arrays if n <= NUMPY_BLOCK else [a[start:start + NUMPY_BLOCK]
+                                                     for a in arrays]
+            new = self.element(ARRAYS, form, *block, scalars)
+            for k, value in zip(targets, new):
+                if value is not block[k]:
+                    block[k][...] = value
+        state.step += 1
+
+
+NUMPY_BLOCK = 8192
+"""Elements per block of a numpy step: 64 KB temporaries. Measured here for Adam: 10^5
+parameters 1.4 ms in one block, 0.59 ms in blocks of 8192; 10^6 parameters 13 ms, 6 ms."""
+
+
+SGD_RULE = UpdateRule("sgd", ("x", "g", "momentum_buffer"), ("x", "momentum_buffer"),
+                      SGDInputs, SGDScalars, sgd_scalars, sgd_element, SGDForm.of, sgd_init)
+ADAM_RULE = UpdateRule("adam", ("x", "g", "exp_avg", "exp_avg_sq"),
+                       ("x", "exp_avg", "exp_avg_sq"), AdamInputs, AdamScalars, adam_scalars,
+                       adam_element, AdamForm.of, adam_init)
+
+
+def rule_for(config: SGDConfig | AdamConfig) -> UpdateRule:
+    """The update rule a config belongs to."""
+    return ADAM_RULE if isinstance(config, AdamConfig) else SGD_RULE
+
+
+# ---------------------------------------------------------------------------- numpy steps
+def sgd_step(x: FloatArray, grad: FloatArray, state: SGDState, config: SGDConfig,
+             scratch: Sequence[FloatArray] | None = None) -> None:
+    """One SGD step: update ``x`` and ``state`` in place.
+
+    Args:
+        x: the parameters, float64, shape ``(n,)``; updated in place.
+        grad: the gradient at ``x``, shape ``(n,)``; not modified.
+        state: from :func:`sgd_init`; updated in place.
+        config: the hyperparameters.
+        scratch: not used (earlier versions took a work array; still accepted).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([1.0]); state = sgd_init(1)
+        >>> sgd_step(x, np.array([2.0]), state, SGDConfig(lr=0.25))
+        >>> x
+        array([0.5])
+    """
+    SGD_RULE.step(config, state, x, grad)
+
+
+def adam_step(x: FloatArray, grad: FloatArray, state: AdamState, config: AdamConfig,
+              scratch: Sequence[FloatArray] | None = None) -> None:
     """One Adam or AdamW step: update ``x`` and ``state`` in place.
 
     Args:
@@ -197,49 +398,13 @@ def adam_step(
         grad: the gradient at ``x``, shape ``(n,)``; not modified.
         state: from :func:`adam_init`; updated in place.
         config: the hyperparameters (``config.decoupled`` selects AdamW).
-        scratch: a float64 work array of shape ``(2, n)``.
+        scratch: not used (earlier versions took a work array; still accepted).
 
     Example:
         >>> import numpy as np
         >>> x = np.array([1.0]); state = adam_init(1)
-        >>> adam_step(x, np.array([5.0]), state, AdamConfig(lr=0.1), np.empty((2, 1)))
+        >>> adam_step(x, np.array([5.0]), state, AdamConfig(lr=0.1))
         >>> round(float(x[0]), 6)   # the first Adam step moves by about lr
         0.9
     """
-    state.step += 1
-    m = state.exp_avg
-    v = state.exp_avg_sq
-    s0 = scratch[0]
-    s1 = scratch[1]
-    d = grad
-    wd = config.weight_decay
-    if wd != 0.0:
-        if config.decoupled:
-            x *= 1.0 - config.lr * wd  # torch: param.mul_(1 - lr * weight_decay)
-        else:
-            np.multiply(x, wd, out=s0)  # torch: grad.add(param, alpha=weight_decay)
-            np.add(grad, s0, out=s0)
-            d = s0
-    # torch: exp_avg.lerp_(grad, 1 - beta1)
-    weight = 1.0 - config.beta1
-    np.subtract(d, m, out=s1)
-    if abs(weight) < 0.5:
-        s1 *= weight
-        m += s1
-    else:
-        s1 *= 1.0 - weight
-        np.subtract(d, s1, out=m)
-    # torch: exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    v *= config.beta2
-    np.multiply(d, 1.0 - config.beta2, out=s1)
-    s1 *= d
-    v += s1
-    step_size, bias_correction2_sqrt = adam_scalars(state.step, config)
-    # torch: denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-    np.sqrt(v, out=s1)
-    s1 /= bias_correction2_sqrt
-    s1 += config.eps
-    # torch: param.addcdiv_(exp_avg, denom, value=-step_size)
-    np.multiply(m, -step_size, out=s0)
-    s0 /= s1
-    x += s0
+    ADAM_RULE.step(config, state, x, grad)

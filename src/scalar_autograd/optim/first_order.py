@@ -22,22 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from scalar_autograd.optim.equations import (
-    AdamConfig,
-    FloatArray,
-    SGDConfig,
-    adam_init,
-    adam_step,
-    sgd_init,
-    sgd_step,
-)
+from scalar_autograd.optim.equations import AdamConfig, FloatArray, SGDConfig, rule_for
 from scalar_autograd.optim.lbfgs import Callback
 from scalar_autograd.optim.native import (
     REASON_COMPLETED,
     REASON_GRADIENT,
     REASON_NON_FINITE,
-    AdamKernel,
-    SGDKernel,
+    UpdateKernel,
     native_address,
     native_available,
 )
@@ -83,25 +74,16 @@ def run_first_order(
     n = x0.size
     x, g, value = oracle.x, oracle.grad, oracle.value
     x[:] = x0
-    scratch = np.empty((2, n))
+    rule = rule_for(config)
+    state = rule.init(n)
     step: Callable[[], None]
-    kernel: AdamKernel | SGDKernel | None = None
-    if isinstance(config, AdamConfig):
-        adam_state = adam_init(n)
-        if use_native and native_available():
-            kernel = AdamKernel(x, g, adam_state, config)
-            step = kernel.update
-        else:
-            def step() -> None:
-                adam_step(x, g, adam_state, config, scratch)
+    kernel: UpdateKernel | None = None
+    if use_native and native_available():
+        kernel = UpdateKernel(x, g, state, config)
+        step = kernel.update
     else:
-        sgd_state = sgd_init(n)
-        if use_native and native_available():
-            kernel = SGDKernel(x, g, sgd_state, config)
-            step = kernel.update
-        else:
-            def step() -> None:
-                sgd_step(x, g, sgd_state, config, scratch)
+        def step() -> None:
+            rule.step(config, state, x, g)
 
     trace = np.empty(max_iterations + 1) if history else None
     every = max(1, math.ceil(max_iterations / 10))

@@ -51,8 +51,10 @@ from scalar_autograd.optim.oracles import (
     value_oracle,
 )
 from scalar_autograd.optim.result import OptimizeResult, Status
-from scalar_autograd.optim.validation import (
+from scalar_autograd.validation import (
     check_bool,
+    check_callback,
+    check_fields,
     check_nonnegative_float,
     check_open_unit_interval,
     check_params,
@@ -66,8 +68,6 @@ Callback = Callable[[int, FloatArray, float], Any]
 iterate and its objective; returning ``True`` stops the run (``Status.CALLBACK_STOP``)."""
 
 _EPS = float(np.finfo(np.float64).eps)
-DEFAULT_FTOL = 2.220446049250313e-09
-"""scipy's L-BFGS-B default ``ftol`` (``factr = 1e7`` times machine epsilon)."""
 
 
 @dataclass(frozen=True)
@@ -77,27 +77,23 @@ class LBFGSConfig:
     max_iterations: int = 100
     history_size: int = 10
     gradient_tolerance: float = 1e-6
-    ftol: float = DEFAULT_FTOL
+    ftol: float = 2.220446049250313e-09
+    """scipy's L-BFGS-B default ``ftol`` (``factr = 1e7`` times machine epsilon)."""
     max_evaluations: int = 15000
     c1: float = 1e-4
     c2: float = 0.9
     max_line_search: int = 25
 
     def __post_init__(self) -> None:
-        setattr_ = object.__setattr__
-        setattr_(self, "max_iterations", check_positive_int(self.max_iterations, "max_iterations"))
-        setattr_(self, "history_size", check_positive_int(self.history_size, "history_size"))
-        setattr_(self, "gradient_tolerance",
-                 check_nonnegative_float(self.gradient_tolerance, "gradient_tolerance"))
-        setattr_(self, "ftol", check_nonnegative_float(self.ftol, "ftol"))
-        setattr_(self, "max_evaluations",
-                 check_positive_int(self.max_evaluations, "max_evaluations"))
-        setattr_(self, "c1", check_open_unit_interval(self.c1, "c1"))
-        setattr_(self, "c2", check_open_unit_interval(self.c2, "c2"))
+        check_fields(self, {
+            "max_iterations": check_positive_int, "history_size": check_positive_int,
+            "gradient_tolerance": check_nonnegative_float, "ftol": check_nonnegative_float,
+            "max_evaluations": check_positive_int, "c1": check_open_unit_interval,
+            "c2": check_open_unit_interval,
+        })
         if not self.c1 < self.c2:
             raise ValueError(f"`c1` must be < `c2`; got c1={self.c1!r}, c2={self.c2!r}")
-        setattr_(self, "max_line_search",
-                 check_positive_int(self.max_line_search, "max_line_search"))
+        check_fields(self, {"max_line_search": check_positive_int})
 
 
 class _Memory:
@@ -252,14 +248,14 @@ def lbfgs(
     params: Sequence[Value],
     objective: Callable[[list[Value]], Value] | Any,
     *,
-    max_iterations: int = 100,
-    history_size: int = 10,
-    gradient_tolerance: float = 1e-6,
-    ftol: float = DEFAULT_FTOL,
-    max_evaluations: int = 15000,
-    c1: float = 1e-4,
-    c2: float = 0.9,
-    max_line_search: int = 25,
+    max_iterations: int = LBFGSConfig.max_iterations,
+    history_size: int = LBFGSConfig.history_size,
+    gradient_tolerance: float = LBFGSConfig.gradient_tolerance,
+    ftol: float = LBFGSConfig.ftol,
+    max_evaluations: int = LBFGSConfig.max_evaluations,
+    c1: float = LBFGSConfig.c1,
+    c2: float = LBFGSConfig.c2,
+    max_line_search: int = LBFGSConfig.max_line_search,
     inputs: Any = None,
     callback: Callback | None = None,
     history: bool = False,
@@ -308,8 +304,7 @@ def lbfgs(
                          gradient_tolerance=gradient_tolerance, ftol=ftol,
                          max_evaluations=max_evaluations, c1=c1, c2=c2,
                          max_line_search=max_line_search)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"`callback` must be callable or None; got {type(callback).__name__}")
+    check_callback(callback)
     check_bool(history, "history")
     x0 = np.array([p.data for p in plist], dtype=np.float64)
     if is_compiled_function(objective):

@@ -17,13 +17,14 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from scalar_autograd.optim.equations import AdamConfig, SGDConfig
+from scalar_autograd.optim.equations import AdamConfig, AdamWConfig, SGDConfig
 from scalar_autograd.optim.first_order import run_first_order
 from scalar_autograd.optim.lbfgs import Callback, LBFGSConfig, lbfgs_minimize
 from scalar_autograd.optim.oracles import (
@@ -34,10 +35,13 @@ from scalar_autograd.optim.oracles import (
     is_compiled_function,
 )
 from scalar_autograd.optim.result import OptimizeResult
-from scalar_autograd.optim.validation import (
-    check_betas,
+from scalar_autograd.runtime.jit import MAX_SPECIALIZATIONS
+from scalar_autograd.validation import (
     check_bool,
+    check_callback,
+    check_choice,
     check_nonnegative_float,
+    check_pair,
     check_params,
     check_positive_int,
 )
@@ -45,18 +49,28 @@ from scalar_autograd.value import Value
 
 METHODS = ("adam", "adamw", "sgd", "lbfgs")
 
+
+def _defaults(config: Any, *leave_out: str) -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(config) if f.name not in leave_out}
+
+
+def _adam_options(config: type[AdamConfig]) -> dict[str, Any]:
+    return {"lr": config.lr, "betas": (config.beta1, config.beta2), "eps": config.eps,
+            "weight_decay": config.weight_decay, "gradient_tolerance": None}
+
+
+# Each method's options with their defaults, read from the config dataclasses (which
+# state them); ``gradient_tolerance=None`` runs the first-order methods to the end.
 _OPTIONS: dict[str, dict[str, Any]] = {
-    "sgd": {"lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
-            "gradient_tolerance": None},
-    "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-             "gradient_tolerance": None},
-    "adamw": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2,
-              "gradient_tolerance": None},
-    "lbfgs": {"history_size": 10, "gradient_tolerance": 1e-6,
-              "ftol": LBFGSConfig.ftol, "max_evaluations": 15000, "c1": 1e-4, "c2": 0.9,
-              "max_line_search": 25},
+    "sgd": {**_defaults(SGDConfig), "gradient_tolerance": None},
+    "adam": _adam_options(AdamConfig),
+    "adamw": _adam_options(AdamWConfig),
+    "lbfgs": _defaults(LBFGSConfig, "max_iterations"),
 }
-_DEFAULT_ITERATIONS = {"sgd": 1000, "adam": 1000, "adamw": 1000, "lbfgs": 100}
+FIRST_ORDER_ITERATIONS = 1000
+"""The default number of steps of the first-order methods."""
+_DEFAULT_ITERATIONS = {"sgd": FIRST_ORDER_ITERATIONS, "adam": FIRST_ORDER_ITERATIONS,
+                       "adamw": FIRST_ORDER_ITERATIONS, "lbfgs": LBFGSConfig.max_iterations}
 
 
 def _options(method: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -77,18 +91,17 @@ def _options(method: str, given: dict[str, Any]) -> dict[str, Any]:
 
 def _config(method: str, opts: dict[str, Any], max_iterations: int) -> Any:
     if method == "sgd":
-        return SGDConfig(lr=opts["lr"], momentum=opts["momentum"], nesterov=opts["nesterov"],
-                         weight_decay=opts["weight_decay"])
+        return SGDConfig(**_without(opts, "gradient_tolerance"))
     if method in ("adam", "adamw"):
-        beta1, beta2 = check_betas(opts["betas"])
-        return AdamConfig(lr=opts["lr"], beta1=beta1, beta2=beta2, eps=opts["eps"],
-                          weight_decay=opts["weight_decay"], decoupled=method == "adamw")
-    if opts["gradient_tolerance"] is None:
-        raise ValueError("`gradient_tolerance` must be a float >= 0 for lbfgs; got None")
-    return LBFGSConfig(max_iterations=max_iterations, history_size=opts["history_size"],
-                       gradient_tolerance=opts["gradient_tolerance"], ftol=opts["ftol"],
-                       max_evaluations=opts["max_evaluations"], c1=opts["c1"], c2=opts["c2"],
-                       max_line_search=opts["max_line_search"])
+        beta1, beta2 = check_pair(opts["betas"], "betas")
+        config_class = AdamWConfig if method == "adamw" else AdamConfig
+        return config_class(beta1=beta1, beta2=beta2,
+                            **_without(opts, "betas", "gradient_tolerance"))
+    return LBFGSConfig(max_iterations=max_iterations, **opts)  # gradient_tolerance: not None
+
+
+def _without(opts: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {k: v for k, v in opts.items() if k not in names}
 
 
 def minimize(
@@ -102,7 +115,7 @@ def minimize(
     progress: bool = False,
     history: bool = False,
     backend: str = "auto",
-    max_specializations: int = 8,
+    max_specializations: int = MAX_SPECIALIZATIONS,
     **options: Any,
 ) -> OptimizeResult:
     """Minimise a scalar loss over ``params``: compile once, then loop on float64 vectors.
@@ -184,16 +197,13 @@ def minimize(
         >>> r.success, round(w.data, 6)
         (True, 2.0)
     """
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"`method` must be one of {', '.join(map(repr, METHODS))}; "
-                         f"got {method!r}")
+    check_choice(method, "method", METHODS)
     plist = check_params(params)
     opts = _options(method, options)
     iterations = _DEFAULT_ITERATIONS[method] if max_iterations is None else max_iterations
     iterations = check_positive_int(iterations, "max_iterations")
     config = _config(method, opts, iterations)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"`callback` must be callable or None; got {type(callback).__name__}")
+    check_callback(callback)
     check_bool(progress, "progress")
     check_bool(history, "history")
     max_specializations = check_positive_int(max_specializations, "max_specializations")

@@ -1,26 +1,36 @@
-"""Native (LLVM) SGD/Adam updates, the native first-order loop and the L-BFGS two-loop.
+"""Native (LLVM) optimiser updates, the native first-order loop and the L-BFGS two-loop.
 
-:mod:`.equations` states the updates with numpy; this module emits the same
-floating-point operations, element by element and in the same order, as textual LLVM
-IR (no fast-math flags, so no reassociation and no fused multiply-add), so both give
-bit-identical iterates. ``pow`` is called through libm with run-time arguments exactly
-as CPython's ``float ** float`` does, and ``sqrt`` is IEEE's correctly rounded one.
+The updates are not written here: :mod:`.equations` states each one once, against an
+algebra. This module runs those same functions on the IR builder, which gives two IR
+programs per optimiser and *form* (the branches a config takes):
 
-Two entry points per optimiser:
+* the step program: the per-step scalars from the hyperparameters and the steps taken
+  (Adam's bias corrections, with ``pow`` called through libm with run-time arguments,
+  as CPython's ``float ** float`` does);
+* the element program: the new ``x`` and state of one parameter, which the shared
+  element-wise emitter (:func:`~scalar_autograd.native.emitter.elementwise_kernel_ir`)
+  turns into a loop over the arrays.
 
-* ``*_update(block)``: one step on the buffers whose addresses are in ``block``; one
+Every op is emitted without fast-math flags (no reassociation, no fused multiply-add),
+so the iterates are bit-identical to the numpy path's. Per optimiser and form one small
+module is compiled, on first use, and shared by every run in the process; the
+hyperparameters are read at run time from the float64 *state array* ``h``, whose words
+are named once, by :class:`StateLayout`.
+
+Entry points of a compiled update (argument block: see :class:`StateLayout`):
+
+* ``update(block)``: one step on the buffers whose addresses are in ``block``; one
   ctypes call with no per-element Python work.
-* ``*_run(fn, steps, block)``: ``steps`` iterations of "call the compiled
+* ``run(fn, steps, block)``: ``steps`` iterations of "call the compiled
   value-and-gradient function ``fn`` (a zero-argument native function bound to the
-  same buffers), record the loss, stop on a non-finite loss or a small gradient, update".
-  The whole loop runs without returning to Python.
+  same buffers), record the loss, stop on a non-finite loss or a small gradient,
+  update". The whole loop runs without returning to Python.
 
 :class:`TwoLoop` runs L-BFGS's two-loop recursion over the ring of curvature pairs in
 one call (its dot products use four partial sums, so they may differ from numpy's in
 the last bits; nothing compares them bitwise).
 
-The module compiles once per process, on first use (tens of milliseconds). Without
-llvmlite everything falls back to the numpy code paths.
+Without llvmlite everything falls back to the numpy code paths.
 
 Example:
     >>> import numpy as np
@@ -28,9 +38,9 @@ Example:
     >>> if native_available():
     ...     x1 = np.array([1.0, -2.0]); x2 = x1.copy(); g = np.array([0.5, 3.0])
     ...     s1, s2 = adam_init(2), adam_init(2); cfg = AdamConfig(lr=0.1)
-    ...     upd = AdamKernel(x2, g, s2, cfg)
+    ...     upd = UpdateKernel(x2, g, s2, cfg)
     ...     for _ in range(3):
-    ...         adam_step(x1, g, s1, cfg, np.empty((2, 2))); upd.update()
+    ...         adam_step(x1, g, s1, cfg); upd.update()
     ...     print(bool(np.array_equal(x1, x2)))
     ... else:
     ...     print(True)
@@ -41,182 +51,141 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from scalar_autograd.optim.equations import (
-    AdamConfig,
-    AdamState,
-    FloatArray,
-    SGDConfig,
-    SGDState,
+from scalar_autograd.ir.passes import lower
+from scalar_autograd.ir.program import Builder, Program, Var, ir_algebra
+from scalar_autograd.native.abi import BLOCK_FN, address_block, check_buffer, keep_alive
+from scalar_autograd.native.emitter import (
+    FunctionEmitter,
+    array,
+    elementwise_kernel_ir,
+    module,
+    scalar,
 )
-
-# Layout of the float64 hyperparameter/state array ``h`` shared with the native code.
-H_LR, H_A, H_B, H_C, H_D, H_MODE, H_STEP, H_HALF, H_GTOL, H_REASON = range(10)
-H_SIZE = 10
-"""Adam: A=beta1, B=beta2, C=eps, D=weight_decay; MODE 0 no decay, 1 L2, 2 decoupled.
-SGD: A=momentum, B=weight_decay, C=nesterov (0/1). STEP counts steps taken; HALF holds
-0.5 (the exponent of ``bias_correction2 ** 0.5``, in memory so LLVM cannot rewrite the
-``pow`` call); GTOL < 0 disables the gradient test; REASON is set by ``*_run``:
-0 ran all steps, 1 non-finite loss, 2 gradient norm <= GTOL."""
+from scalar_autograd.native.engine import NativeEngine, available, native_engine
+from scalar_autograd.optim.equations import AdamConfig, FloatArray, SGDConfig, UpdateRule, rule_for
 
 REASON_COMPLETED, REASON_NON_FINITE, REASON_GRADIENT = 0, 1, 2
+"""Why ``run`` returned: it ran all steps, the loss was not finite, or the gradient's
+infinity norm was at most the tolerance."""
 
-# block: int64 array of [n, &x, &g, &state1, &state2, &h, &value, &history (0: none)]
-_B_N, _B_X, _B_G, _B_S1, _B_S2, _B_H, _B_VALUE, _B_HIST = range(8)
-_B_SIZE = 8
 
-_IR = r"""
-; generated by scalar_autograd.optim.native
-declare double @pow(double, double)
-declare double @llvm.sqrt.f64(double)
-declare double @llvm.fabs.f64(double)
+def native_available() -> bool:
+    """Whether native updates can be compiled (llvmlite present)."""
+    return available()
 
-define internal double @hget(ptr %h, i64 %i) alwaysinline {
-  %p = getelementptr double, ptr %h, i64 %i
-  %v = load double, ptr %p
-  ret double %v
-}
 
-define internal void @hset(ptr %h, i64 %i, double %v) alwaysinline {
-  %p = getelementptr double, ptr %h, i64 %i
-  store double %v, ptr %p
-  ret void
-}
+# ---------------------------------------------------------------------------- layout
+class StateLayout:
+    """The words of an optimiser's native state array ``h`` and of its argument block.
 
-define internal ptr @bget(ptr %b, i64 %i) alwaysinline {
-  %p = getelementptr i64, ptr %b, i64 %i
-  %v = load i64, ptr %p
-  %q = inttoptr i64 %v to ptr
-  ret ptr %q
-}
+    ``h`` holds, by name: the rule's per-step inputs (``steps_taken`` counts the steps,
+    and the hyperparameters), the per-step scalars the step program writes for the
+    element loop (those not among the inputs), then ``gradient_tolerance`` (< 0: no
+    gradient test) and ``reason`` (set by ``run``, see :data:`REASON_COMPLETED`).
 
-; ------------------------------------------------------------------ Adam / AdamW
-define internal void @adam_core(i64 %n, ptr noalias %x, ptr noalias %g, ptr noalias %m,
-                                ptr noalias %v, ptr noalias %h) {
-entry:
-  %lr = call double @hget(ptr %h, i64 0)
-  %beta1 = call double @hget(ptr %h, i64 1)
-  %beta2 = call double @hget(ptr %h, i64 2)
-  %eps = call double @hget(ptr %h, i64 3)
-  %wd = call double @hget(ptr %h, i64 4)
-  %mode = call double @hget(ptr %h, i64 5)
-  %t0 = call double @hget(ptr %h, i64 6)
-  %half = call double @hget(ptr %h, i64 7)
-  %t = fadd double %t0, 1.0
-  call void @hset(ptr %h, i64 6, double %t)
-  %l2 = fcmp oeq double %mode, 1.0
-  %decoupled = fcmp oeq double %mode, 2.0
-  %lrwd = fmul double %lr, %wd
-  %decay = fsub double 1.0, %lrwd
-  %w = fsub double 1.0, %beta1
-  %omw = fsub double 1.0, %w
-  %wabs = call double @llvm.fabs.f64(double %w)
-  %small = fcmp olt double %wabs, 0.5
-  %omb2 = fsub double 1.0, %beta2
-  %pb1 = call double @pow(double %beta1, double %t)
-  %bc1 = fsub double 1.0, %pb1
-  %pb2 = call double @pow(double %beta2, double %t)
-  %bc2 = fsub double 1.0, %pb2
-  %ss = fdiv double %lr, %bc1
-  %nss = fneg double %ss
-  %bc2s = call double @pow(double %bc2, double %half)
-  %empty = icmp sle i64 %n, 0
-  br i1 %empty, label %exit, label %loop
-loop:
-  %i = phi i64 [0, %entry], [%i1, %loop]
-  %px = getelementptr double, ptr %x, i64 %i
-  %pg = getelementptr double, ptr %g, i64 %i
-  %pm = getelementptr double, ptr %m, i64 %i
-  %pv = getelementptr double, ptr %v, i64 %i
-  %x0 = load double, ptr %px
-  %gi = load double, ptr %pg
-  %mi = load double, ptr %pm
-  %vi = load double, ptr %pv
-  %xd = fmul double %x0, %decay
-  %xi = select i1 %decoupled, double %xd, double %x0
-  %xw = fmul double %xi, %wd
-  %gl2 = fadd double %gi, %xw
-  %d = select i1 %l2, double %gl2, double %gi
-  %diff = fsub double %d, %mi
-  %lw = fmul double %diff, %w
-  %ma = fadd double %mi, %lw
-  %lb = fmul double %diff, %omw
-  %mb = fsub double %d, %lb
-  %mn = select i1 %small, double %ma, double %mb
-  %vb = fmul double %vi, %beta2
-  %dd0 = fmul double %d, %omb2
-  %dd = fmul double %dd0, %d
-  %vn = fadd double %vb, %dd
-  %sq = call double @llvm.sqrt.f64(double %vn)
-  %sqd = fdiv double %sq, %bc2s
-  %den = fadd double %sqd, %eps
-  %num = fmul double %mn, %nss
-  %upd = fdiv double %num, %den
-  %xn = fadd double %xi, %upd
-  store double %mn, ptr %pm
-  store double %vn, ptr %pv
-  store double %xn, ptr %px
-  %i1 = add i64 %i, 1
-  %more = icmp slt i64 %i1, %n
-  br i1 %more, label %loop, label %exit
-exit:
-  ret void
-}
+    The argument block is the element-wise kernel's (``n``, the arrays of
+    ``rule.arrays``, ``h``) followed by the addresses of ``run``'s loss ``value`` and
+    loss ``history`` (0: none).
 
-; ------------------------------------------------------------------ SGD
-define internal void @sgd_core(i64 %n, ptr noalias %x, ptr noalias %g, ptr noalias %b,
-                               ptr noalias %unused, ptr noalias %h) {
-entry:
-  %lr = call double @hget(ptr %h, i64 0)
-  %mom = call double @hget(ptr %h, i64 1)
-  %wd = call double @hget(ptr %h, i64 2)
-  %nest = call double @hget(ptr %h, i64 3)
-  %t0 = call double @hget(ptr %h, i64 6)
-  %t = fadd double %t0, 1.0
-  call void @hset(ptr %h, i64 6, double %t)
-  %usewd = fcmp une double %wd, 0.0
-  %usemom = fcmp une double %mom, 0.0
-  %first = fcmp oeq double %t0, 0.0
-  %nesterov = fcmp une double %nest, 0.0
-  %nlr = fneg double %lr
-  %empty = icmp sle i64 %n, 0
-  br i1 %empty, label %exit, label %loop
-loop:
-  %i = phi i64 [0, %entry], [%i1, %loop]
-  %px = getelementptr double, ptr %x, i64 %i
-  %pg = getelementptr double, ptr %g, i64 %i
-  %pb = getelementptr double, ptr %b, i64 %i
-  %xi = load double, ptr %px
-  %gi = load double, ptr %pg
-  %bi = load double, ptr %pb
-  %xw = fmul double %xi, %wd
-  %gw = fadd double %gi, %xw
-  %d = select i1 %usewd, double %gw, double %gi
-  %bm = fmul double %bi, %mom
-  %bl = fadd double %bm, %d
-  %bn0 = select i1 %first, double %d, double %bl
-  %bn = select i1 %usemom, double %bn0, double %bi
-  %nb = fmul double %bn, %mom
-  %dn = fadd double %d, %nb
-  %dm = select i1 %nesterov, double %dn, double %bn
-  %d2 = select i1 %usemom, double %dm, double %d
-  %st = fmul double %d2, %nlr
-  %xn = fadd double %xi, %st
-  store double %bn, ptr %pb
-  store double %xn, ptr %px
-  %i1 = add i64 %i, 1
-  %more = icmp slt i64 %i1, %n
-  br i1 %more, label %loop, label %exit
-exit:
-  ret void
-}
+    Example:
+        >>> from scalar_autograd.optim.equations import SGD_RULE
+        >>> layout = StateLayout(SGD_RULE)
+        >>> layout.words[:6]
+        ('steps_taken', 'lr', 'momentum', 'weight_decay', 'first_step', 'neg_lr')
+        >>> layout["neg_lr"], layout.block_word("h")
+        (5, 4)
+    """
 
-; ------------------------------------------------------------------ shared
+    def __init__(self, rule: UpdateRule) -> None:
+        inputs = rule.inputs._fields
+        written = tuple(f for f in rule.scalars._fields if f not in inputs)
+        self.rule = rule
+        self.words: tuple[str, ...] = (*inputs, *written, "gradient_tolerance", "reason")
+        self._index = {name: i for i, name in enumerate(self.words)}
+        self._block = {name: i for i, name in
+                       enumerate(("n", *rule.arrays, "h", "value", "history"))}
+
+    def __getitem__(self, word: str) -> int:
+        """The index of ``word`` in ``h``."""
+        return self._index[word]
+
+    def block_word(self, name: str) -> int:
+        """The index of ``name`` (``"n"``, an array, ``"h"``, ``"value"``, ``"history"``)
+        in the argument block."""
+        return self._block[name]
+
+    def state_array(self, inputs: tuple[float, ...]) -> FloatArray:
+        """A new ``h`` holding ``inputs`` (a ``rule.inputs`` tuple) and no tolerance."""
+        h = np.zeros(len(self.words))
+        for name, value in zip(self.rule.inputs._fields, inputs):
+            h[self[name]] = value
+        h[self["gradient_tolerance"]] = -1.0
+        return h
+
+
+# ---------------------------------------------------------------------------- programs
+def step_program(rule: UpdateRule) -> Program:
+    """The IR program of ``rule.step_scalars``: inputs ``rule.inputs``, outputs
+    ``rule.scalars`` (an output that passes an input through is that input's node)."""
+    n_inputs = len(rule.inputs._fields)
+    b = Builder(n_params=0, n_inputs=n_inputs)
+    inputs = rule.inputs(*[Var(b, b.input(k)) for k in range(n_inputs)])
+    scalars = rule.step_scalars(ir_algebra(b), inputs)
+    return b.build([b.lift(v) for v in scalars], len(scalars))
+
+
+def element_program(rule: UpdateRule, form: Any) -> Program:
+    """The IR program of ``rule.element`` for ``form``: inputs ``rule.arrays`` (one
+    element each) then ``rule.scalars``; outputs ``rule.outputs``."""
+    n_arrays, n_scalars = len(rule.arrays), len(rule.scalars._fields)
+    b = Builder(n_params=0, n_inputs=n_arrays + n_scalars)
+    arrays = [Var(b, b.input(k)) for k in range(n_arrays)]
+    scalars = rule.scalars(*[Var(b, b.input(n_arrays + k)) for k in range(n_scalars)])
+    new = rule.element(ir_algebra(b), form, *arrays, scalars)
+    return b.build([b.lift(v) for v in new], len(new))
+
+
+# ---------------------------------------------------------------------------- emission
+def _update_function(layout: StateLayout, declarations: set[str]) -> str:
+    """``void @update(ptr %args)``: the step program on ``h``, then the element loop."""
+    rule = layout.rule
+    program = lower(step_program(rule))
+    e = FunctionEmitter()
+    h = e.arg(layout.block_word("h"), "ptr")
+    inputs = [e.load("double", h, str(layout[name])) for name in rule.inputs._fields]
+    values = e.compute(program, inputs, "%s.")
+    for name, value, node in zip(rule.scalars._fields, values, program.outputs):
+        if name in rule.inputs._fields:  # passed through: already in h
+            if program.nodes[node] != ("input", rule.inputs._fields.index(name)):
+                raise ValueError(f"{rule.name}: scalar {name!r} shares an input's name "
+                                 f"but is computed")
+            continue
+        e.store(value, h, str(layout[name]))
+    e.emit("call void @elements(ptr %args)")
+    taken = inputs[rule.inputs._fields.index("steps_taken")]
+    e.store(e.op("fadd", "double", taken, "1.0"), h, str(layout["steps_taken"]))
+    declarations |= e.declarations
+    return e.function("update")
+
+
+def _elements_function(layout: StateLayout, form: Any, declarations: set[str]) -> str:
+    """``void @elements(ptr %args)``: the element program over the arrays."""
+    rule = layout.rule
+    operands = [array(k) for k in range(len(rule.arrays))]
+    operands += [scalar(layout[name]) for name in rule.scalars._fields]
+    outputs = [rule.arrays.index(name) for name in rule.outputs]
+    return elementwise_kernel_ir("elements", element_program(rule, form), operands, outputs,
+                                 len(rule.arrays), declarations)
+
+
+_RUN = r"""
 ; max |g_i|, nan if any g_i is nan (as numpy's max(abs(g)))
-define internal double @inf_norm(i64 %n, ptr %g) {
+define internal double @inf_norm(i64 %n, ptr %g) {{
 entry:
   %empty = icmp sle i64 %n, 0
   br i1 %empty, label %exit, label %loop
@@ -239,34 +208,28 @@ done:
   ret double %r
 exit:
   ret double 0.0
-}
-"""
-
-_ENTRY_POINTS = r"""
-define void @{name}_update(ptr %blk) {{
-  %n.p = getelementptr i64, ptr %blk, i64 0
-  %n = load i64, ptr %n.p
-  %x = call ptr @bget(ptr %blk, i64 1)
-  %g = call ptr @bget(ptr %blk, i64 2)
-  %s1 = call ptr @bget(ptr %blk, i64 3)
-  %s2 = call ptr @bget(ptr %blk, i64 4)
-  %h = call ptr @bget(ptr %blk, i64 5)
-  call void @{name}_core(i64 %n, ptr %x, ptr %g, ptr %s1, ptr %s2, ptr %h)
-  ret void
 }}
 
-define i64 @{name}_run(ptr %fn, i64 %steps, ptr %blk) {{
+define internal ptr @word(ptr %blk, i64 %i) alwaysinline {{
+  %p = getelementptr i64, ptr %blk, i64 %i
+  %v = load i64, ptr %p
+  %q = inttoptr i64 %v to ptr
+  ret ptr %q
+}}
+
+; steps x (call fn, record the loss, stop if it is not finite or the gradient small,
+; update); returns the number of updates made, the reason in h[reason]
+define i64 @run(ptr %fn, i64 %steps, ptr %blk) {{
 entry:
   %n.p = getelementptr i64, ptr %blk, i64 0
   %n = load i64, ptr %n.p
-  %x = call ptr @bget(ptr %blk, i64 1)
-  %g = call ptr @bget(ptr %blk, i64 2)
-  %s1 = call ptr @bget(ptr %blk, i64 3)
-  %s2 = call ptr @bget(ptr %blk, i64 4)
-  %h = call ptr @bget(ptr %blk, i64 5)
-  %value = call ptr @bget(ptr %blk, i64 6)
-  %hist = call ptr @bget(ptr %blk, i64 7)
-  %gtol = call double @hget(ptr %h, i64 8)
+  %g = call ptr @word(ptr %blk, i64 {g})
+  %h = call ptr @word(ptr %blk, i64 {h})
+  %value = call ptr @word(ptr %blk, i64 {value})
+  %hist = call ptr @word(ptr %blk, i64 {history})
+  %gtol.p = getelementptr double, ptr %h, i64 {gradient_tolerance}
+  %gtol = load double, ptr %gtol.p
+  %reason.p = getelementptr double, ptr %h, i64 {reason}
   %usegtol = fcmp oge double %gtol, 0.0
   %nohist = icmp eq ptr %hist, null
   br label %head
@@ -293,23 +256,176 @@ gnorm:
   %conv = fcmp ole double %gn, %gtol
   br i1 %conv, label %converged, label %update
 update:
-  call void @{name}_core(i64 %n, ptr %x, ptr %g, ptr %s1, ptr %s2, ptr %h)
+  call void @update(ptr %blk)
   %k1 = add i64 %k, 1
   br label %head
 completed:
-  call void @hset(ptr %h, i64 9, double 0.0)
+  store double {completed}.0, ptr %reason.p
   ret i64 %steps
 nonfinite:
-  call void @hset(ptr %h, i64 9, double 1.0)
+  store double {non_finite}.0, ptr %reason.p
   ret i64 %k
 converged:
-  call void @hset(ptr %h, i64 9, double 2.0)
+  store double {gradient}.0, ptr %reason.p
   ret i64 %k
 }}
 """
 
+
+def _run_function(layout: StateLayout, declarations: set[str]) -> str:
+    """``i64 @run(ptr %fn, i64 %steps, ptr %args)``: the native first-order loop."""
+    declarations.add("declare double @llvm.fabs.f64(double)")
+    return _RUN.format(
+        g=layout.block_word("g"), h=layout.block_word("h"),
+        value=layout.block_word("value"), history=layout.block_word("history"),
+        gradient_tolerance=layout["gradient_tolerance"], reason=layout["reason"],
+        completed=REASON_COMPLETED, non_finite=REASON_NON_FINITE, gradient=REASON_GRADIENT)
+
+
+def update_source(rule: UpdateRule, form: Any) -> str:
+    """The LLVM module text of ``rule``'s update for ``form`` (``update`` and ``run``)."""
+    layout = StateLayout(rule)
+    declarations: set[str] = set()
+    functions = [_elements_function(layout, form, declarations),
+                 _update_function(layout, declarations),
+                 _run_function(layout, declarations)]
+    return module(f"scalar_autograd.optim.native: {rule.name} update, {form}",
+                  declarations, functions)
+
+
+_RUN_FN = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A compiled update: its state layout, engine, source and entry points."""
+
+    layout: StateLayout
+    source: str
+    engine: NativeEngine
+    update: Any
+    run: Any
+
+
+_compiled: dict[tuple[str, Any], _Compiled] = {}
+_lock = threading.Lock()
+
+
+def _compile(rule: UpdateRule, form: Any) -> _Compiled:
+    """The compiled update of ``rule`` for ``form`` (compiled once per process)."""
+    key = (rule.name, form)
+    found = _compiled.get(key)
+    if found is None:
+        with _lock:
+            found = _compiled.get(key)
+            if found is None:
+                source = update_source(rule, form)
+                engine = native_engine(source, 2)
+                found = _Compiled(StateLayout(rule), source, engine,
+                                  BLOCK_FN(engine.address("update")),
+                                  _RUN_FN(engine.address("run")))
+                _compiled[key] = found
+    return found
+
+
+def native_address(fn: Any) -> int | None:
+    """The address of ``fn`` if it is a native (ctypes) function declared with no
+    arguments and no result, ``None`` for anything else (e.g. a Python closure)."""
+    argtypes = getattr(fn, "argtypes", None)
+    if (isinstance(fn, ctypes._CFuncPtr)  # type: ignore[attr-defined]
+            and argtypes is not None and tuple(argtypes) == ()
+            and getattr(fn, "restype", "?") is None):
+        address = ctypes.cast(fn, ctypes.c_void_p).value
+        return int(address) if address else None
+    return None
+
+
+# ---------------------------------------------------------------------------- kernels
+class UpdateKernel:
+    """Native SGD or Adam/AdamW steps (chosen by ``config``) on ``x`` and ``state``.
+
+    The buffers are used in place: ``x`` and the state's vectors are updated, ``g`` is
+    read. The step count lives in native memory while the kernel runs; :meth:`sync`
+    copies it back into ``state.step``.
+
+    Raises:
+        TypeError: a buffer that is not a C-contiguous float64 array.
+        ValueError: buffers of different shapes.
+        ImportError: without llvmlite.
+    """
+
+    def __init__(self, x: FloatArray, g: FloatArray, state: Any,
+                 config: SGDConfig | AdamConfig) -> None:
+        rule = rule_for(config)
+        arrays = [x, g, *[getattr(state, name) for name in rule.state_vectors]]
+        check_buffer(x, "x")
+        for name, a in zip(rule.arrays, arrays):
+            check_buffer(a, name, x.shape, writeable=name != "g")
+        compiled = _compile(rule, rule.form(config))
+        self.rule = rule
+        self.layout = compiled.layout
+        self.source = compiled.source
+        self.state = state
+        self.h = self.layout.state_array(rule.inputs.of(config, state.step))
+        self.block = address_block([x.size, *arrays, self.h, 0, 0])
+        self._block_ptr = ctypes.c_void_p(int(self.block.ctypes.data))
+        self._update = compiled.update
+        self._run = compiled.run
+        keep_alive(self, compiled, arrays)  # the block holds raw addresses
+
+    @property
+    def steps(self) -> int:
+        """Steps taken so far."""
+        return int(self.h[self.layout["steps_taken"]])
+
+    def sync(self) -> None:
+        """Copy the native step count back into the state object."""
+        self.state.step = self.steps
+
+    def update(self) -> None:
+        """One step, in place."""
+        self._update(self._block_ptr)
+
+    def run(self, fn_address: int, steps: int, value: FloatArray,
+            history: FloatArray | None = None,
+            gradient_tolerance: float | None = None) -> tuple[int, int]:
+        """Run up to ``steps`` iterations with the bound native function at ``fn_address``.
+
+        The function must read this kernel's ``x`` and write the loss into ``value[0]``
+        and the gradient into this kernel's ``g``. Returns ``(iterations done, reason)``;
+        ``history`` (length >= steps) receives the loss at every evaluated iterate.
+        """
+        check_buffer(value, "value")
+        if value.size < 1:
+            raise ValueError("value must be a float64 array of length >= 1")
+        if history is not None:
+            check_buffer(history, "history")
+            if history.size < steps:
+                raise ValueError(f"history must have length >= {steps}; got {history.size}")
+        layout = self.layout
+        self.h[layout["gradient_tolerance"]] = (-1.0 if gradient_tolerance is None
+                                                else gradient_tolerance)
+        self.block[layout.block_word("value")] = value.ctypes.data
+        self.block[layout.block_word("history")] = 0 if history is None else history.ctypes.data
+        self._value = value  # keep alive while bound
+        done = int(self._run(fn_address, steps, self._block_ptr))
+        return done, int(self.h[layout["reason"]])
+
+
+AdamKernel = SGDKernel = UpdateKernel
+"""Earlier names of :class:`UpdateKernel` (the config chooses the optimiser)."""
+
+
+# ---------------------------------------------------------------------------- L-BFGS
 _LBFGS_IR = r"""
-; ------------------------------------------------------------------ L-BFGS two-loop
+; generated by scalar_autograd.optim.native: L-BFGS two-loop recursion
+define internal ptr @word(ptr %blk, i64 %i) alwaysinline {
+  %p = getelementptr i64, ptr %blk, i64 %i
+  %v = load i64, ptr %p
+  %q = inttoptr i64 %v to ptr
+  ret ptr %q
+}
+
 ; a . b, with four partial sums in one vector register, then the tail
 define internal double @dot(i64 %n, ptr noalias %a, ptr noalias %b) {
 entry:
@@ -408,12 +524,12 @@ entry:
   %count = load i64, ptr %count.p
   %newest.p = getelementptr i64, ptr %blk, i64 3
   %newest = load i64, ptr %newest.p
-  %S = call ptr @bget(ptr %blk, i64 4)
-  %Y = call ptr @bget(ptr %blk, i64 5)
-  %rho = call ptr @bget(ptr %blk, i64 6)
-  %alpha = call ptr @bget(ptr %blk, i64 7)
-  %g = call ptr @bget(ptr %blk, i64 8)
-  %d = call ptr @bget(ptr %blk, i64 9)
+  %S = call ptr @word(ptr %blk, i64 4)
+  %Y = call ptr @word(ptr %blk, i64 5)
+  %rho = call ptr @word(ptr %blk, i64 6)
+  %alpha = call ptr @word(ptr %blk, i64 7)
+  %g = call ptr @word(ptr %blk, i64 8)
+  %d = call ptr @word(ptr %blk, i64 9)
   call void @scale(i64 %n, double -1.0, ptr %g, ptr %d)
   %none = icmp sle i64 %count, 0
   br i1 %none, label %done, label %first
@@ -469,151 +585,18 @@ done:
 }
 """
 
-_UPDATE_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-_RUN_T = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p)
+_lbfgs: tuple[NativeEngine, Any] | None = None
 
 
-class _Module:
-    """The compiled module (one per process) and its four entry points."""
-
-    def __init__(self) -> None:
-        from scalar_autograd.backends.llvm import native_engine
-
-        self.source = (_IR + _ENTRY_POINTS.format(name="adam") + _ENTRY_POINTS.format(name="sgd")
-                       + _LBFGS_IR)
-        self._engine = native_engine(self.source, 2)
-        address = self._engine.address
-        self.update = {k: _UPDATE_T(address(f"{k}_update")) for k in ("adam", "sgd")}
-        self.run = {k: _RUN_T(address(f"{k}_run")) for k in ("adam", "sgd")}
-        self.lbfgs_direction = _UPDATE_T(address("lbfgs_direction"))
-
-
-_module: _Module | None = None
-_failed = False
-_lock = threading.Lock()
-
-
-def _get_module() -> _Module | None:
-    global _module, _failed
-    if _module is None and not _failed:
+def _lbfgs_direction() -> Any:
+    """The compiled two-loop entry point (compiled once per process)."""
+    global _lbfgs
+    if _lbfgs is None:
         with _lock:
-            if _module is None and not _failed:
-                try:
-                    _module = _Module()
-                except ImportError:  # no llvmlite: use the numpy code paths
-                    _failed = True
-    return _module
-
-
-def native_available() -> bool:
-    """Whether the native update kernels could be compiled (llvmlite present)."""
-    return _get_module() is not None
-
-
-def native_address(fn: Any) -> int | None:
-    """The address of ``fn`` if it is a native (ctypes) function declared with no
-    arguments and no result, ``None`` for anything else (e.g. a Python closure)."""
-    argtypes = getattr(fn, "argtypes", None)
-    if (isinstance(fn, ctypes._CFuncPtr)  # type: ignore[attr-defined]
-            and argtypes is not None and tuple(argtypes) == ()
-            and getattr(fn, "restype", "?") is None):
-        address = ctypes.cast(fn, ctypes.c_void_p).value
-        return int(address) if address else None
-    return None
-
-
-class _Kernel:
-    """Buffers of one optimiser run wired to the native entry points."""
-
-    name = ""
-
-    def __init__(self, x: FloatArray, g: FloatArray, s1: FloatArray, s2: FloatArray) -> None:
-        for a in (x, g, s1, s2):
-            if a.dtype != np.float64 or not a.flags.c_contiguous or a.shape != x.shape:
-                raise ValueError("native kernels need C-contiguous float64 arrays of one length")
-        module = _get_module()
-        if module is None:
-            raise RuntimeError("the native optimiser kernels are unavailable (no llvmlite)")
-        self.h = np.zeros(H_SIZE)
-        self.block = np.zeros(_B_SIZE, dtype=np.int64)
-        self.block[:_B_H + 1] = [x.size, x.ctypes.data, g.ctypes.data, s1.ctypes.data,
-                                 s2.ctypes.data, self.h.ctypes.data]
-        self._arrays = (x, g, s1, s2)  # keep the buffers alive
-        self._block_ptr = ctypes.c_void_p(int(self.block.ctypes.data))
-        self._update = module.update[self.name]
-        self._run = module.run[self.name]
-
-    @property
-    def steps(self) -> int:
-        """Steps taken so far."""
-        return int(self.h[H_STEP])
-
-    def update(self) -> None:
-        """One step, in place."""
-        self._update(self._block_ptr)
-
-    def run(self, fn_address: int, steps: int, value: FloatArray,
-            history: FloatArray | None = None,
-            gradient_tolerance: float | None = None) -> tuple[int, int]:
-        """Run up to ``steps`` iterations with the bound native function at ``fn_address``.
-
-        The function must read this kernel's ``x`` and write the loss into ``value[0]``
-        and the gradient into this kernel's ``g``. Returns ``(iterations done, reason)``;
-        ``history`` (length >= steps) receives the loss at every evaluated iterate.
-        """
-        if value.dtype != np.float64 or value.size < 1:
-            raise ValueError("value must be a float64 array of length >= 1")
-        if history is not None and (history.dtype != np.float64 or history.size < steps
-                                    or not history.flags.c_contiguous):
-            raise ValueError(f"history must be a contiguous float64 array of length >= {steps}")
-        self.h[H_GTOL] = -1.0 if gradient_tolerance is None else gradient_tolerance
-        self.block[_B_VALUE] = value.ctypes.data
-        self.block[_B_HIST] = 0 if history is None else history.ctypes.data
-        self._value = value  # keep alive while bound
-        done = int(self._run(fn_address, steps, self._block_ptr))
-        return done, int(self.h[H_REASON])
-
-
-class AdamKernel(_Kernel):
-    """Native Adam/AdamW steps on ``x`` and ``state`` (the state's step is synced by
-    :meth:`sync`)."""
-
-    name = "adam"
-
-    def __init__(self, x: FloatArray, g: FloatArray, state: AdamState,
-                 config: AdamConfig) -> None:
-        super().__init__(x, g, state.exp_avg, state.exp_avg_sq)
-        self.state = state
-        h = self.h
-        h[H_LR], h[H_A], h[H_B], h[H_C], h[H_D] = (config.lr, config.beta1, config.beta2,
-                                                     config.eps, config.weight_decay)
-        h[H_MODE] = 0.0 if config.weight_decay == 0.0 else (2.0 if config.decoupled else 1.0)
-        h[H_STEP] = float(state.step)
-        h[H_HALF] = 0.5
-
-    def sync(self) -> None:
-        """Copy the native step count back into the state object."""
-        self.state.step = self.steps
-
-
-class SGDKernel(_Kernel):
-    """Native SGD steps on ``x`` and ``state``."""
-
-    name = "sgd"
-
-    def __init__(self, x: FloatArray, g: FloatArray, state: SGDState,
-                 config: SGDConfig) -> None:
-        super().__init__(x, g, state.momentum_buffer, state.momentum_buffer)
-        self.state = state
-        h = self.h
-        h[H_LR], h[H_A], h[H_B] = config.lr, config.momentum, config.weight_decay
-        h[H_C] = 1.0 if config.nesterov else 0.0
-        h[H_STEP] = float(state.step)
-        h[H_HALF] = 0.5
-
-    def sync(self) -> None:
-        """Copy the native step count back into the state object."""
-        self.state.step = self.steps
+            if _lbfgs is None:
+                engine = native_engine(_LBFGS_IR, 2)
+                _lbfgs = (engine, BLOCK_FN(engine.address("lbfgs_direction")))
+    return _lbfgs[1]
 
 
 class TwoLoop:
@@ -626,19 +609,15 @@ class TwoLoop:
 
     def __init__(self, S: FloatArray, Y: FloatArray, rho: FloatArray, alpha: FloatArray,
                  g: FloatArray, d: FloatArray) -> None:
-        module = _get_module()
-        if module is None:
-            raise RuntimeError("the native optimiser kernels are unavailable (no llvmlite)")
         m, n = S.shape
-        for a, shape in ((S, (m, n)), (Y, (m, n)), (rho, (m,)), (alpha, (m,)), (g, (n,)),
-                         (d, (n,))):
-            if a.dtype != np.float64 or not a.flags.c_contiguous or a.shape != shape:
-                raise ValueError("TwoLoop needs C-contiguous float64 arrays of matching shapes")
-        self._arrays = (S, Y, rho, alpha, g, d)  # keep alive
-        self.block = np.array([n, m, 0, 0] + [a.ctypes.data for a in self._arrays],
-                              dtype=np.int64)
+        for name, a, shape in (("S", S, (m, n)), ("Y", Y, (m, n)), ("rho", rho, (m,)),
+                               ("alpha", alpha, (m,)), ("g", g, (n,)), ("d", d, (n,))):
+            check_buffer(a, name, shape)
+        self._fn = _lbfgs_direction()
+        arrays = (S, Y, rho, alpha, g, d)
+        self.block = address_block([n, m, 0, 0, *arrays])
         self._block_ptr = ctypes.c_void_p(int(self.block.ctypes.data))
-        self._fn = module.lbfgs_direction
+        keep_alive(self, arrays)  # the block holds raw addresses
 
     def direction(self, count: int, newest: int) -> None:
         """``d = -H g`` from the ``count`` newest pairs (row ``newest`` the newest)."""

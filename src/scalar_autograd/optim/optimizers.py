@@ -21,44 +21,52 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from scalar_autograd.optim.equations import (
     AdamConfig,
-    AdamState,
+    AdamWConfig,
     FloatArray,
     SGDConfig,
-    SGDState,
-    adam_init,
-    adam_step,
-    sgd_init,
-    sgd_step,
+    UpdateRule,
+    rule_for,
 )
-from scalar_autograd.optim.validation import check_betas, check_params
+from scalar_autograd.validation import (
+    check_nonnegative_int,
+    check_pair,
+    check_params,
+    check_real_array,
+)
 from scalar_autograd.value import Value
 
 _STATE_DICT_KEYS = {"optimizer", "num_params", "hyperparameters", "state"}
 
+ConfigT = TypeVar("ConfigT", SGDConfig, AdamConfig)
 
-class Optimizer:
+
+class Optimizer(Generic[ConfigT]):
     """Common part of the ``Value`` optimisers: parameters, flat buffers, the loop API.
 
-    Subclasses provide the config, the state and one vector update.
+    The update itself is the config's rule (:mod:`.equations`); subclasses turn their
+    arguments into a config and name their hyperparameters in ``state_dict``.
     """
 
-    _config: Any
-
-    def __init__(self, params: Iterable[Value]) -> None:
+    def __init__(self, params: Iterable[Value], config: ConfigT) -> None:
         self.params: list[Value] = check_params(params)
         n = len(self.params)
+        self._config: ConfigT = config
+        self._rule: UpdateRule = rule_for(config)
+        self._state: Any = self._rule.init(n)
         self._x: FloatArray = np.empty(n)
         self._g: FloatArray = np.empty(n)
-        self._scratch: FloatArray = np.empty((2, n))
+
+    @property
+    def config(self) -> ConfigT:
+        """The validated hyperparameters."""
+        return self._config
 
     # ------------------------------------------------------------------ loop API
     @property
@@ -82,12 +90,9 @@ class Optimizer:
         g = self._g
         x[:] = [p.data for p in params]
         g[:] = [p.grad for p in params]
-        self._update(x, g)
+        self._rule.step(self._config, self._state, x, g)
         for p, xi in zip(params, x.tolist()):
             p.data = xi
-
-    def _update(self, x: FloatArray, g: FloatArray) -> None:
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -145,22 +150,28 @@ class Optimizer:
             raise TypeError(f"`state_dict['state']` must be a mapping; got {type(state).__name__}")
         new_state = self._state_from(state)
         self._config = config
-        self._set_state(new_state)
+        self._state = new_state
 
     def _hyperparameters(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _config_from(self, hyper: Mapping[str, Any]) -> Any:
+    def _config_from(self, hyper: Mapping[str, Any]) -> ConfigT:
         raise NotImplementedError
 
     def _state_items(self) -> dict[str, Any]:
-        raise NotImplementedError
+        vectors = {name: getattr(self._state, name).tolist()
+                   for name in self._rule.state_vectors}
+        return {"step": self._state.step, **vectors}
 
     def _state_from(self, state: Mapping[str, Any]) -> Any:
-        raise NotImplementedError
-
-    def _set_state(self, state: Any) -> None:
-        raise NotImplementedError
+        names: tuple[str, ...] = self._rule.state_vectors
+        _check_keys(state, {"step", *names}, "state_dict['state']")
+        n = len(self.params)
+        new = self._rule.init(n)
+        new.step = check_nonnegative_int(state["step"], "state_dict['state']['step']")
+        for name in names:
+            setattr(new, name, _check_vector(state[name], n, name))
+        return new
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self._hyperparameters().items())
@@ -175,32 +186,17 @@ def _check_keys(mapping: Mapping[str, Any], expected: set[str], what: str) -> No
         )
 
 
-def _check_step(step: Any) -> int:
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-        raise ValueError(f"`state_dict['state']['step']` must be an int >= 0; got {step!r}")
-    return int(step)
-
-
 def _check_vector(values: Any, n: int, name: str) -> FloatArray:
     path = f"state_dict['state']['{name}']"
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise TypeError(f"`{path}` must be a sequence of {n} floats; got {type(values).__name__}")
-    items = list(values)
-    if len(items) != n:
-        raise ValueError(f"`{path}` must hold {n} floats; got {len(items)}")
-    for i, v in enumerate(items):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-            raise ValueError(f"`{path}[{i}]` must be a finite real number; got {v!r}")
-    return np.array(items, dtype=np.float64)
+    a = check_real_array(values, f"`{path}`")
+    if a.shape != (n,):
+        raise ValueError(f"`{path}` must hold {n} floats; got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"`{path}` must hold finite numbers; got {values!r:.80}")
+    return a
 
 
-def _get(hyper: Mapping[str, Any], key: str) -> Any:
-    if key not in hyper:
-        raise ValueError(f"`state_dict['hyperparameters']` is missing {key!r}")
-    return hyper[key]
-
-
-class SGD(Optimizer):
+class SGD(Optimizer[SGDConfig]):
     """Stochastic gradient descent with optional momentum, as ``torch.optim.SGD``.
 
     Args:
@@ -222,28 +218,16 @@ class SGD(Optimizer):
         0.8
     """
 
-    _config: SGDConfig
-
     def __init__(
         self,
         params: Iterable[Value],
-        lr: float = 0.01,
-        momentum: float = 0.0,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
+        lr: float = SGDConfig.lr,
+        momentum: float = SGDConfig.momentum,
+        nesterov: bool = SGDConfig.nesterov,
+        weight_decay: float = SGDConfig.weight_decay,
     ) -> None:
-        config = SGDConfig(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
-        super().__init__(params)
-        self._config = config
-        self._state: SGDState = sgd_init(len(self.params))
-
-    @property
-    def config(self) -> SGDConfig:
-        """The validated hyperparameters."""
-        return self._config
-
-    def _update(self, x: FloatArray, g: FloatArray) -> None:
-        sgd_step(x, g, self._state, self._config, self._scratch)
+        super().__init__(params, SGDConfig(lr=lr, momentum=momentum, nesterov=nesterov,
+                                           weight_decay=weight_decay))
 
     def _hyperparameters(self) -> dict[str, Any]:
         c = self._config
@@ -253,25 +237,10 @@ class SGD(Optimizer):
     def _config_from(self, hyper: Mapping[str, Any]) -> SGDConfig:
         _check_keys(hyper, {"lr", "momentum", "nesterov", "weight_decay"},
                     "state_dict['hyperparameters']")
-        return SGDConfig(lr=_get(hyper, "lr"), momentum=_get(hyper, "momentum"),
-                         nesterov=_get(hyper, "nesterov"),
-                         weight_decay=_get(hyper, "weight_decay"))
-
-    def _state_items(self) -> dict[str, Any]:
-        return {"step": self._state.step,
-                "momentum_buffer": self._state.momentum_buffer.tolist()}
-
-    def _state_from(self, state: Mapping[str, Any]) -> SGDState:
-        _check_keys(state, {"step", "momentum_buffer"}, "state_dict['state']")
-        step = _check_step(state["step"])
-        buf = _check_vector(state["momentum_buffer"], len(self.params), "momentum_buffer")
-        return SGDState(momentum_buffer=buf, step=step)
-
-    def _set_state(self, state: SGDState) -> None:
-        self._state = state
+        return SGDConfig(**hyper)
 
 
-class Adam(Optimizer):
+class Adam(Optimizer[AdamConfig]):
     """Adam (Kingma & Ba) with L2 weight decay added to the gradient, as ``torch.optim.Adam``.
 
     Args:
@@ -293,61 +262,40 @@ class Adam(Optimizer):
         0.9
     """
 
-    _config: AdamConfig
-    _decoupled = False
+    _config_class: type[AdamConfig] = AdamConfig
 
     def __init__(
         self,
         params: Iterable[Value],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        lr: float = AdamConfig.lr,
+        betas: tuple[float, float] = (AdamConfig.beta1, AdamConfig.beta2),
+        eps: float = AdamConfig.eps,
+        weight_decay: float = AdamConfig.weight_decay,
     ) -> None:
-        beta1, beta2 = check_betas(betas)
-        config = AdamConfig(lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                            weight_decay=weight_decay, decoupled=self._decoupled)
-        super().__init__(params)
-        self._config = config
-        self._state: AdamState = adam_init(len(self.params))
-
-    @property
-    def config(self) -> AdamConfig:
-        """The validated hyperparameters."""
-        return self._config
-
-    def _update(self, x: FloatArray, g: FloatArray) -> None:
-        adam_step(x, g, self._state, self._config, self._scratch)
+        super().__init__(params, self._make_config(lr=lr, betas=betas, eps=eps,
+                                                   weight_decay=weight_decay))
 
     def _hyperparameters(self) -> dict[str, Any]:
         c = self._config
         return {"lr": c.lr, "betas": [c.beta1, c.beta2], "eps": c.eps,
                 "weight_decay": c.weight_decay}
 
+    def _make_config(self, *, lr: Any, betas: Any, eps: Any, weight_decay: Any) -> AdamConfig:
+        beta1, beta2 = check_pair(betas, "betas")
+        return self._config_class(lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                  weight_decay=weight_decay)
+
     def _config_from(self, hyper: Mapping[str, Any]) -> AdamConfig:
         _check_keys(hyper, {"lr", "betas", "eps", "weight_decay"},
                     "state_dict['hyperparameters']")
-        beta1, beta2 = check_betas(hyper["betas"])
-        return AdamConfig(lr=hyper["lr"], beta1=beta1, beta2=beta2, eps=hyper["eps"],
-                          weight_decay=hyper["weight_decay"], decoupled=self._decoupled)
+        return self._make_config(lr=hyper["lr"], betas=hyper["betas"], eps=hyper["eps"],
+                                 weight_decay=hyper["weight_decay"])
 
-    def _state_items(self) -> dict[str, Any]:
-        s = self._state
-        return {"step": s.step, "exp_avg": s.exp_avg.tolist(),
-                "exp_avg_sq": s.exp_avg_sq.tolist()}
-
-    def _state_from(self, state: Mapping[str, Any]) -> AdamState:
-        _check_keys(state, {"step", "exp_avg", "exp_avg_sq"}, "state_dict['state']")
-        n = len(self.params)
-        step = _check_step(state["step"])
-        m = _check_vector(state["exp_avg"], n, "exp_avg")
-        v = _check_vector(state["exp_avg_sq"], n, "exp_avg_sq")
-        if np.any(v < 0.0):
+    def _state_from(self, state: Mapping[str, Any]) -> Any:
+        new = super()._state_from(state)
+        if np.any(new.exp_avg_sq < 0.0):
             raise ValueError("`state_dict['state']['exp_avg_sq']` must be >= 0 everywhere")
-        return AdamState(exp_avg=m, exp_avg_sq=v, step=step)
-
-    def _set_state(self, state: AdamState) -> None:
-        self._state = state
+        return new
 
 
 class AdamW(Adam):
@@ -372,14 +320,14 @@ class AdamW(Adam):
         0.95
     """
 
-    _decoupled = True
+    _config_class = AdamWConfig
 
     def __init__(
         self,
         params: Iterable[Value],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
+        lr: float = AdamWConfig.lr,
+        betas: tuple[float, float] = (AdamWConfig.beta1, AdamWConfig.beta2),
+        eps: float = AdamWConfig.eps,
+        weight_decay: float = AdamWConfig.weight_decay,
     ) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

@@ -27,6 +27,7 @@ import numpy as np
 
 from scalar_autograd.optim.equations import FloatArray
 from scalar_autograd.optim.line_search import FunAndGrad
+from scalar_autograd.runtime.jit import MAX_SPECIALIZATIONS
 from scalar_autograd.value import Value
 
 
@@ -150,7 +151,7 @@ class TracedOracle(BoundOracle):
     """
 
     def __init__(self, objective: Callable[[list[Value]], Value], params: Sequence[Value],
-                 *, max_specializations: int = 8, backend: str = "auto") -> None:
+                 *, max_specializations: int = MAX_SPECIALIZATIONS, backend: str = "auto") -> None:
         from scalar_autograd.runtime.jit import value_and_grad
 
         n = len(params)

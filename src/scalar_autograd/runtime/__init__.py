@@ -1,6 +1,5 @@
 """The runtime: compile Value graphs and Python functions into callable native code."""
 
-from scalar_autograd.runtime import check as _check  # noqa: F401  (registers check_grads modes)
 from scalar_autograd.runtime.compiled import (
     CompiledFunction,
     apply_compiled_gradients,

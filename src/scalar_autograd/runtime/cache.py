@@ -1,8 +1,10 @@
 """An in-memory LRU cache of compiled kernels keyed by program structure.
 
-The key is the program's full structure (constants by bit pattern) and the backend
-name. Python's dict compares keys by equality after a hash match, so a hit is verified
-structurally, never trusted by hash alone.
+The key is the program's full structure (constants by bit pattern) and the concrete
+backend name (``"auto"`` and ``"llvm"`` resolved by size, so native code and the tape VM
+never share an entry; see :func:`scalar_autograd.backends.resolve_backend`). Python's
+dict compares keys by equality after a hash match, so a hit is verified structurally,
+never trusted by hash alone.
 
 Example:
     >>> cache = KernelCache(maxsize=2)

@@ -1,9 +1,10 @@
 """Compiled differentiation modes for :func:`scalar_autograd.check_grads`.
 
-Registers ``"fwd"`` (forward mode on the IR) and ``"jit"`` (reverse mode on the IR),
-both compiled with the default backend. The function is traced at a point slightly
-away from ``x`` and evaluated at ``x``, so a compiled result that is right only where
-it was traced fails the check.
+``"fwd"`` (forward mode on the IR) and ``"jit"`` (reverse mode on the IR), both
+compiled with the default backend. The function is traced at a point slightly away
+from ``x`` and evaluated at ``x``, so a compiled result that is right only where it was
+traced fails the check. :mod:`scalar_autograd.testing` sits above the runtime and lists
+these two in its table of modes directly: nothing registers itself on import.
 
 Example:
     >>> import scalar_autograd as sa
@@ -17,14 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from scalar_autograd.backends import get_backend
+from scalar_autograd.backends.registry import get_backend
 from scalar_autograd.ir import autodiff
+from scalar_autograd.ir.program import Program
 from scalar_autograd.ir.trace import trace
-from scalar_autograd.testing import register_mode
 from scalar_autograd.value import Value
 
+Directional = Callable[[Callable[[list[Value]], Any], list[float], list[list[float]]],
+                       list[float]]
+"""``(f, x, directions) -> [grad f(x) . v for v in directions]``."""
 
-def _compiled(mode: Callable[..., Any]) -> Callable[..., list[float]]:
+
+def _compiled(mode: Callable[..., Program]) -> Directional:
     def directional(f: Callable[[list[Value]], Any], x: list[float],
                     directions: list[list[float]]) -> list[float]:
         leaves = [Value(xi * (1.0 + 1e-3) + 1e-3) for xi in x]  # traced away from x
@@ -32,7 +37,8 @@ def _compiled(mode: Callable[..., Any]) -> Callable[..., list[float]]:
         if not isinstance(y, Value):
             return [0.0] * len(directions)
         program, _ = trace([y], leaves)
-        kernel = get_backend("auto").compile(mode(program, lower=True))
+        derivative = mode(program, lower=True)
+        kernel = get_backend("auto", derivative).compile(derivative)
         val, grad = np.zeros(1), np.zeros(len(x))
         kernel.run(np.array(x, dtype=float), np.zeros(0), val, grad,
                    np.zeros(max(kernel.n_scratch, 1)))
@@ -41,5 +47,8 @@ def _compiled(mode: Callable[..., Any]) -> Callable[..., list[float]]:
     return directional
 
 
-register_mode("fwd", _compiled(autodiff.forward))
-register_mode("jit", _compiled(autodiff.reverse))
+compiled_forward: Directional = _compiled(autodiff.forward)
+"""Mode ``"fwd"``: forward mode on the IR, compiled."""
+
+compiled_reverse: Directional = _compiled(autodiff.reverse)
+"""Mode ``"jit"``: reverse mode on the IR, compiled."""

@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from scalar_autograd.backends import get_backend
 from scalar_autograd.backends.base import Kernel
+from scalar_autograd.backends.registry import get_backend, resolve_backend
 from scalar_autograd.graph import gc_paused
 from scalar_autograd.ir import autodiff
 from scalar_autograd.ir.passes import lower
 from scalar_autograd.ir.program import Program
 from scalar_autograd.ir.trace import trace
+from scalar_autograd.native.abi import check_buffer
 from scalar_autograd.runtime.cache import KERNELS
 from scalar_autograd.tracing import FrozenBranchWarning, branch_site
 from scalar_autograd.value import Value
@@ -70,8 +71,10 @@ def _check_leaves(values: list[Value], name: str) -> None:
 class _Entry:
     """What the cache holds for one forward program: its kernels, built lazily.
 
-    The last ``n_aux`` value outputs are auxiliary (guard predicates of ``sa.jit``):
-    computed with the values, never differentiated.
+    ``backend`` is the concrete backend (``"llvm"``, ``"vm"``, ``"python"`` or
+    ``"interpreter"``, see :func:`~scalar_autograd.backends.registry.resolve_backend`)
+    that compiles both kernels. The last ``n_aux`` value outputs are auxiliary (guard
+    predicates of ``sa.jit``): computed with the values, never differentiated.
     """
 
     def __init__(self, program: Program, backend: str, n_aux: int = 0) -> None:
@@ -129,7 +132,8 @@ class CompiledFunction:
         params: the param leaves, in order.
         inputs: the runtime input leaves, in order.
         n_params, n_inputs, n_outputs: sizes.
-        backend: ``"llvm"``, ``"python"`` or ``"interpreter"``.
+        backend: the backend that runs it: ``"llvm"`` (native code), ``"vm"`` (the
+            native tape VM), ``"python"`` or ``"interpreter"``.
         program: the traced forward program (IR).
     """
 
@@ -200,7 +204,7 @@ class CompiledFunction:
             return b.val.item(0)
         if out is None:
             return b.val.copy()
-        _check_out(out, (self.n_outputs,), "out")
+        check_buffer(out, "out", (self.n_outputs,))
         out[:] = b.val
         return out
 
@@ -231,7 +235,7 @@ class CompiledFunction:
         b.call()
         if out is None:
             return b.val.item(0), b.der.copy()
-        _check_out(out, (self.n_params,), "out")
+        check_buffer(out, "out", (self.n_params,))
         out[:] = b.der
         return b.val.item(0), out
 
@@ -250,8 +254,8 @@ class CompiledFunction:
         if out is None:
             return b.val.copy(), b.der.reshape(shape).copy()
         values, jac = out
-        _check_out(values, (self.n_outputs,), "out[0]")
-        _check_out(jac, shape, "out[1]")
+        check_buffer(values, "out[0]", (self.n_outputs,))
+        check_buffer(jac, "out[1]", shape)
         values[:] = b.val
         jac[...] = b.der.reshape(shape)
         return values, jac
@@ -283,17 +287,17 @@ class CompiledFunction:
             raise ValueError("bind is not available for a guarded specialisation of "
                              "sa.jit (its guards must be checked on every call)")
         kernel = self._entry.deriv_kernel()
-        _check_out(x, (self.n_params,), "x")
-        _check_out(grad, (self.n_outputs * self.n_params,), "grad")
+        check_buffer(x, "x", (self.n_params,))
+        check_buffer(grad, "grad", (self.n_outputs * self.n_params,))
         if inputs is None:
             if self.n_inputs:
                 raise ValueError(f"inputs must be a float64 array of length {self.n_inputs}"
                                  f" for bind; got None")
             inputs = np.zeros(0)
-        _check_out(inputs, (self.n_inputs,), "inputs")
+        check_buffer(inputs, "inputs", (self.n_inputs,))
         if value is None:
             value = np.zeros(self.n_outputs)
-        _check_out(value, (self.n_outputs,), "value")
+        check_buffer(value, "value", (self.n_outputs,))
         scratch = np.zeros(max(kernel.n_scratch, 1))
         return kernel.bind(x, inputs, value, grad, scratch)
 
@@ -397,16 +401,6 @@ def _fill(buf: np.ndarray, x: Any, name: str) -> None:
         raise TypeError(f"{name} must hold {n} real numbers; got {x!r:.80} ({exc})") from None
 
 
-def _check_out(a: Any, shape: tuple[int, ...], name: str) -> None:
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy float64 array; got {type(a).__name__}")
-    if a.dtype != _F64 or not a.flags.c_contiguous or not a.flags.writeable:
-        raise TypeError(f"{name} must be a writeable C-contiguous float64 array; "
-                        f"got dtype {a.dtype}")
-    if a.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}; got {a.shape}")
-
-
 def _matrix(a: Any, cols: int, name: str) -> np.ndarray:
     """``a`` as a C-contiguous float64 ``(N, cols)`` array (no copy when it is one).
 
@@ -443,7 +437,13 @@ def _matrix(a: Any, cols: int, name: str) -> np.ndarray:
 
 
 def _entry_for(program: Program, backend: str, n_aux: int = 0) -> _Entry:
-    name = get_backend(backend).name  # validates the name; resolves "auto"
+    """The cached entry of ``program`` on the backend ``backend`` means for it.
+
+    The cache key holds the concrete backend name (``"auto"`` and ``"llvm"`` resolved by
+    the program's size), so a program compiled to native code and the same program on
+    the VM are two entries.
+    """
+    name = resolve_backend(backend, program)
     return KERNELS.get_or_create(  # type: ignore[no-any-return]
         (name, program.key(), n_aux), lambda: _Entry(program, name, n_aux))
 
@@ -489,8 +489,11 @@ def compile(  # noqa: A001 - the public name the API asks for
         params: the differentiable arguments: distinct leaf ``Value``s, in order.
         inputs: non-differentiable runtime arguments (data, targets): distinct leaf
             ``Value``s, none of them a param.
-        backend: ``"llvm"`` (native), ``"python"`` (generated Python), ``"interpreter"``
-            (reference), or ``"auto"`` (llvm when llvmlite imports, else python).
+        backend: ``"llvm"`` (native code; the tape VM for programs over
+            :data:`~scalar_autograd.backends.registry.VM_THRESHOLD` instructions),
+            ``"vm"`` (always the tape VM), ``"python"`` (generated Python),
+            ``"interpreter"`` (reference), or ``"auto"`` (``"llvm"`` when llvmlite
+            imports, else ``"python"``). ``f.backend`` names the one that runs.
         strict: raise ``ValueError`` instead of warning about a frozen branch.
 
     Raises:
@@ -519,9 +522,7 @@ def compile(  # noqa: A001 - the public name the API asks for
         if id(v) in param_ids:
             raise ValueError(f"inputs[{j}] is also a param; a leaf is either a param or an "
                              f"input")
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a str; got {type(backend).__name__}")
-    get_backend(backend)  # fail fast on a bad name before tracing
+    resolve_backend(backend)  # fail fast on a bad name before tracing
     _check_frozen_branches(param_list, "params", strict)
     _check_frozen_branches(input_list, "inputs", strict)
     with gc_paused():             # a walk over possibly millions of Values

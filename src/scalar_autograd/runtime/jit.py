@@ -43,6 +43,11 @@ _F64 = np.dtype(np.float64)
 _VALUES, _GRAD, _VALUE_AND_GRAD, _JACOBIAN = "jit", "grad", "value_and_grad", "jacobian"
 
 
+MAX_SPECIALIZATIONS = 8
+"""Default number of branch patterns compiled per argument signature (every entry point
+that traces a Python function with guards uses it)."""
+
+
 class SpecializationLimitError(RuntimeError):
     """A jitted function took more branch patterns than ``max_specializations``."""
 
@@ -796,7 +801,7 @@ def _nested_error(kind: str) -> TypeError:
 
 
 def jit(fn: Callable[..., Any] | None = None, *, static_argnums: int | Sequence[int] = (),
-        max_specializations: int = 8, backend: str = "auto") -> Any:
+        max_specializations: int = MAX_SPECIALIZATIONS, backend: str = "auto") -> Any:
     """Trace ``fn`` on concrete values and compile it, once per branch pattern.
 
     ``fn`` takes floats (each reaches it as a ``Value``) and 1-D float arrays (each
@@ -829,7 +834,7 @@ def jit(fn: Callable[..., Any] | None = None, *, static_argnums: int | Sequence[
 
 
 def grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
-         static_argnums: int | Sequence[int] = (), max_specializations: int = 8,
+         static_argnums: int | Sequence[int] = (), max_specializations: int = MAX_SPECIALIZATIONS,
          backend: str = "auto") -> Traced:
     """The gradient of a scalar function with respect to argument(s) ``argnums``.
 
@@ -846,7 +851,8 @@ def grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
 
 
 def value_and_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
-                   static_argnums: int | Sequence[int] = (), max_specializations: int = 8,
+                   static_argnums: int | Sequence[int] = (),
+                   max_specializations: int = MAX_SPECIALIZATIONS,
                    backend: str = "auto") -> Traced:
     """``(value, gradient)`` of a scalar function; see :func:`grad`.
 
@@ -862,7 +868,8 @@ def value_and_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
 
 
 def jacobian(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
-             static_argnums: int | Sequence[int] = (), max_specializations: int = 8,
+             static_argnums: int | Sequence[int] = (),
+             max_specializations: int = MAX_SPECIALIZATIONS,
              backend: str = "auto") -> Traced:
     """The Jacobian: shape ``out + in`` as JAX's (``(m, n)`` for arrays, ``(n,)`` for a
     scalar function of an array, a float for floats). Forward or reverse mode is
