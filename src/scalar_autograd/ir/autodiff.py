@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from scalar_autograd.ir.passes import copy_lowered
 from scalar_autograd.ir.program import Builder, Program, Var, copy_program, ir_algebra
 from scalar_autograd.ops import OPS_BY_NAME, Algebra, select_contribution
 
@@ -30,8 +31,11 @@ def _copy_primal(program: Program, lower: bool) -> tuple[Builder, Algebra, list[
                                                           list[bool]]:
     """Re-emit ``program`` in a new builder; also which nodes depend on a param."""
     builder = Builder(program.n_params, program.n_inputs)
-    m = ir_algebra(builder, expand=(lambda name: True) if lower else None)
-    ids = copy_program(builder, program, m if lower else None)
+    if lower:
+        ids, m = copy_lowered(builder, program)
+    else:
+        m = ir_algebra(builder)
+        ids = copy_program(builder, program)
     n_params = program.n_params
     active: list[bool] = []
     for kind, payload in program.nodes:

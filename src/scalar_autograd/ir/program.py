@@ -310,69 +310,46 @@ class Var:
         return f"Var(%{self.id})"
 
 
-def ir_algebra(
-    builder: Builder, expand: Callable[[str], bool] | None = None
-) -> Algebra:
+def ir_algebra(builder: Builder, *, emitters: dict[str, Callable[..., Any]] | None = None
+               ) -> Algebra:
     """The algebra whose ``m.sin(v)`` emits (or reuses) an IR node of ``builder``.
 
     Args:
         builder: where nodes go.
-        expand: when given and true for an op name whose lowering is an expansion, the
-            op is emitted as its expansion (recursively) instead of as itself.
+        emitters: per op name, a replacement ``(algebra, *args) -> result`` used instead
+            of emitting the op itself (the lowering pass gives the expansions here).
     """
-    functions: dict[str, Callable[..., Any]] = {}
     algebra = Algebra("ir", {})
 
     def make(name: str) -> Callable[..., Any]:
         op = OPS_BY_NAME[name]
-        if expand is not None and op.lower.kind == "expand" and expand(name):
-            expansion = op.lower.expansion
-            assert expansion is not None
+        if emitters is not None and name in emitters:
+            replacement = emitters[name]
 
-            def expanded(*args: Any) -> Any:
-                return expansion(algebra, *args)
+            def replaced(*args: Any) -> Any:
+                return replacement(algebra, *args)
 
-            return expanded
+            return replaced
 
         def emit(*args: Any) -> Var:
             if op.arity != VARIADIC and len(args) != op.arity:
                 raise TypeError(f"{name} takes {op.arity} arguments; got {len(args)}")
-            ids = tuple([builder.lift(a) for a in args])
-            if expand is not None and name == "sum" and len(ids) > MAX_SUM_ARITY:
-                return Var(builder, split_sum(builder, ids))
-            return Var(builder, builder.emit(name, ids))
+            return Var(builder, builder.emit(name, tuple([builder.lift(a) for a in args])))
 
         return emit
 
     for name in OPS_BY_NAME:
-        functions[name] = make(name)
-    for name, fn in functions.items():
-        setattr(algebra, name, fn)
+        setattr(algebra, name, make(name))
     return algebra
 
 
-MAX_SUM_ARITY = 64
-"""When lowering, n-ary sums longer than this become a left fold of shorter sums."""
-
-
-def split_sum(builder: Builder, ids: tuple[int, ...]) -> int:
-    """Emit a long sum as chained sums of at most :data:`MAX_SUM_ARITY` terms.
-
-    Each chunk continues the previous partial sum, so the left-to-right rounding (and
-    every bit of the result) is unchanged, while native code and the VM see short
-    instructions.
-    """
-    acc = builder.emit("sum", ids[:MAX_SUM_ARITY])
-    for start in range(MAX_SUM_ARITY, len(ids), MAX_SUM_ARITY - 1):
-        acc = builder.emit("sum", (acc, *ids[start:start + MAX_SUM_ARITY - 1]))
-    return acc
-
-
-def copy_program(builder: Builder, program: Program, m: Algebra | None = None) -> list[int]:
+def copy_program(builder: Builder, program: Program,
+                 through: Callable[[str, int], bool] | None = None,
+                 m: Algebra | None = None) -> list[int]:
     """Emit every node of ``program`` into ``builder``; returns the new id of each node.
 
-    With an algebra ``m`` made by :func:`ir_algebra` with ``expand``, ops are emitted
-    through it, so expansions are lowered on the way.
+    Nodes for which ``through(kind, n_args)`` is true are emitted through the algebra
+    ``m`` (the lowering pass uses this to expand ops on the way); the rest directly.
     """
     ids: list[int] = []
     append = ids.append
@@ -382,10 +359,7 @@ def copy_program(builder: Builder, program: Program, m: Algebra | None = None) -
             append(builder.input(payload))
         elif kind == "const":
             append(builder.const(payload))
-        elif m is None:
-            append(emit(kind, tuple([ids[a] for a in payload])))
-        elif OPS_BY_NAME[kind].lower.kind == "expand" or (
-                kind == "sum" and len(payload) > MAX_SUM_ARITY):
+        elif through is not None and m is not None and through(kind, len(payload)):
             result = getattr(m, kind)(*[Var(builder, ids[a]) for a in payload])
             append(builder.lift(result))
         else:
