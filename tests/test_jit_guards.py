@@ -851,6 +851,31 @@ def test_two_eager_branches_on_one_leaf_do_not_hang(tmp_path):
     assert out == {"first": True, "second": True}
 
 
+def test_branches_on_a_growing_graph_mark_every_new_leaf(tmp_path):
+    # mark_branch stops at the roots of earlier branches (their leaves are marked):
+    # a leaf that enters the graph later must still be marked when a branch reaches it
+    out = _run_isolated(tmp_path, """
+        leaves = [sa.Value(float(k)) for k in range(50)]
+        t = sa.Value(0.0)
+        for leaf in leaves:
+            if t < 1e9:          # a branch on the growing sum, every iteration
+                t = t + leaf * 0.5
+        late = sa.Value(3.0)     # never branched on
+        out = {}
+        for name, params in (("last", [leaves[-1]]), ("second_last", [leaves[-2]]),
+                             ("first", [leaves[0]]), ("late", [late])):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                sa.compile(t + late, params)
+            out[name] = [w.category.__name__ for w in caught]
+        print(json.dumps(out))
+    """)
+    # leaves[-1] only enters the sum after the last branch, so nothing asked about it
+    # leaves[-2] entered after the previous branches' roots: found past the memo
+    assert out == {"last": [], "second_last": ["FrozenBranchWarning"],
+                   "first": ["FrozenBranchWarning"], "late": []}
+
+
 def test_no_frozen_branch_warning_for_a_graph_built_with_where(backend):
     import warnings
 

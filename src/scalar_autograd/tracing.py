@@ -256,29 +256,31 @@ _marks_lock = threading.Lock()
 def mark_branch(value: Value) -> None:
     """Remember, on every leaf ``value`` depends on, that a Python branch asked for it.
 
-    Called by ``Value.__bool__`` outside a trace. Each computed node is walked once
-    (``_seen``), so repeated branches on one growing graph stay linear.
+    Called by ``Value.__bool__`` outside a trace. The walk visits each node of
+    ``value``'s graph once and stops at the roots (and their arguments) of earlier
+    branches (``_seen``), whose leaves are marked already: a loop branching on a
+    growing graph (``while t < T: t = t + h``) walks only the new nodes, and the
+    memo costs a few weak references per branch, not one per node.
     """
-    site: str | None = None
-    stack = [value]
-    found: list[Value] = []
     seen = _seen
+    visited: set[int] = set()
+    stack = [value]
+    leaves: list[Value] = []
     while stack:
         node = stack.pop()
-        if node.op is None:
-            found.append(node)
-            continue
         key = id(node)
-        if key in seen:
+        if key in visited:
             continue
-        ref = _Ref(node, _drop_seen)
-        ref.key = key
-        seen[key] = ref
-        stack.extend(node.args)
-    if not found:
-        return
+        visited.add(key)
+        if node.op is None:
+            leaves.append(node)
+        else:
+            ref = seen.get(key)
+            if ref is None or ref() is not node:
+                stack.extend(node.args)
     with _marks_lock:
-        for leaf in found:
+        site: str | None = None
+        for leaf in leaves:
             key = id(leaf)
             if key not in _marks:
                 if site is None:
@@ -286,6 +288,12 @@ def mark_branch(value: Value) -> None:
                 ref = _Ref(leaf, _drop_mark)
                 ref.key, ref.site = key, site
                 _marks[key] = ref
+        for node in (value, *value.args):
+            key = id(node)
+            if node.op is not None and key not in seen:
+                ref = _Ref(node, _drop_seen)
+                ref.key = key
+                seen[key] = ref
 
 
 def branch_site(leaf: Any) -> str | None:

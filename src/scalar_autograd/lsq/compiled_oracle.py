@@ -64,7 +64,6 @@ from scalar_autograd.value import Value
 
 ResidualFn = Callable[[list[Value]], Sequence[Value]]
 
-DEFAULT_MAX_SPECIALIZATIONS = MAX_SPECIALIZATIONS  # one default for every guarded trace
 
 
 class GuardCheck:
@@ -134,7 +133,7 @@ class CompiledOracle:
     """
 
     def __init__(self, params: list[Value], residual_fn: ResidualFn, linear_solver: str,
-                 *, max_specializations: int = DEFAULT_MAX_SPECIALIZATIONS) -> None:
+                 *, max_specializations: int = MAX_SPECIALIZATIONS) -> None:
         self.params = params
         self.residual_fn = residual_fn
         self.n = len(params)

@@ -74,16 +74,13 @@ import numpy as np
 
 from scalar_autograd.lsq.assembly import Assembler, KernelBlock, sparse_for
 from scalar_autograd.lsq.blocks import BlockFn, ResidualBlock
-from scalar_autograd.lsq.compiled_oracle import (
-    DEFAULT_MAX_SPECIALIZATIONS,
-    CompiledOracle,
-    ResidualFn,
-)
+from scalar_autograd.lsq.compiled_oracle import CompiledOracle, ResidualFn
 from scalar_autograd.lsq.graph_oracle import GraphOracle
 from scalar_autograd.lsq.levenberg_marquardt import levenberg_marquardt
 from scalar_autograd.lsq.options import validate_jacobian_mode, validate_options
 from scalar_autograd.lsq.params import describe_constant_rows
 from scalar_autograd.lsq.result import LeastSquaresResult
+from scalar_autograd.runtime.jit import MAX_SPECIALIZATIONS
 from scalar_autograd.validation import check_params, check_positive_int, check_real_array
 from scalar_autograd.value import Value
 
@@ -160,7 +157,7 @@ class LeastSquaresProblem:
         params: Sequence[Value],
         residual_fn: Callable[[list[Value]], Sequence[Value]],
         *,
-        max_specializations: int = DEFAULT_MAX_SPECIALIZATIONS,
+        max_specializations: int = MAX_SPECIALIZATIONS,
     ) -> LeastSquaresProblem:
         """The problem of a Python ``residual_fn`` of the ``params``.
 

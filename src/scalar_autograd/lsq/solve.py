@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from scalar_autograd.lsq.compiled_oracle import DEFAULT_MAX_SPECIALIZATIONS
 from scalar_autograd.lsq.problem import LeastSquaresProblem
 from scalar_autograd.lsq.result import LeastSquaresResult
+from scalar_autograd.runtime.jit import MAX_SPECIALIZATIONS
 from scalar_autograd.value import Value
 
 
@@ -33,7 +33,7 @@ def nonlinear_least_squares(
     residual_fn: Callable[[list[Value]], Sequence[Value]],
     *,
     jacobian: str = "auto",
-    max_specializations: int = DEFAULT_MAX_SPECIALIZATIONS,
+    max_specializations: int = MAX_SPECIALIZATIONS,
     **options: Any,
 ) -> LeastSquaresResult:
     """Minimise ``0.5 * sum(rho(r_i**2))`` over ``params`` by Levenberg-Marquardt.

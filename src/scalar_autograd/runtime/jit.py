@@ -160,11 +160,10 @@ class _Fast:
         self.single = len(sizes) == 1 and sizes[0] is not None and layout.params == (0,)
         self.guard = spec.n_out if spec.guarded else -1
         kind = owner.kind
-        if kind == _VALUE_AND_GRAD and layout.whole is not None and \
-                not owner._tuple_argnums and layout.whole == layout.n_params:
+        whole = layout.whole is not None and not owner._tuple_argnums
+        if kind == _VALUE_AND_GRAD and whole:
             self.finish: Callable[[_Buffers], Any] = _value_and_whole_grad
-        elif kind == _GRAD and layout.whole is not None and \
-                not owner._tuple_argnums and layout.whole == layout.n_params:
+        elif kind == _GRAD and whole:
             self.finish = _whole_grad
         elif kind == _VALUES and spec.scalar_out:
             self.finish = _scalar_value
@@ -416,8 +415,6 @@ class Traced:
     # ------------------------------------------------------------------ calls
     def _run(self, args: tuple[Any, ...], deriv: bool
              ) -> tuple[_Specialization, _Buffers, _Layout]:
-        if active_trace() is not None and any(_has_values(a) for a in args):
-            raise _nested_error(self.kind)
         key, dynamic = self._key(args)
         layout = self._layout(key)
         specs = self._cache.get(key)
@@ -512,9 +509,10 @@ class Traced:
         return self._derivative_result(spec, b.val, b.der, layout)
 
     def _call(self, args: tuple[Any, ...]) -> Any:
-        if self.kind == _VALUES:
-            if active_trace() is not None and any(_has_values(a) for a in args):
+        if active_trace() is not None and any(_has_values(a) for a in args):
+            if self.kind == _VALUES:
                 return self.fn(*args)  # inside another trace: inline
+            raise _nested_error(self.kind)
         spec, b, layout = self._run(args, self.kind != _VALUES)
         return self._result(spec, b, layout=layout)
 
