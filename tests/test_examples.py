@@ -301,3 +301,14 @@ def test_table_parser_sees_every_column() -> None:
     assert re.search(r"5\s+48\s+10\s+2\.0\s+1\.0\s+0\.50\s+4x\s+2x\s+3\.0", text), text
     assert [demo._ratio(x) for x in (250.4, 14.23, 4.0, 0.5349)] == ["250x", "14.2x", "4x",
                                                                        "0.53x"]
+
+
+def test_batch_fits_recovers_the_spots(tmp_path: Path) -> None:
+    result = _example("batch_fits").run(quick=True, plot_dir=_plot_dir(tmp_path),
+                                        progress=False)
+    assert result["done"] == result["fits"] == 2_000
+    assert result["success"] == 1.0
+    # every parameter within 3 standard errors: (0.9973)^4 = 98.9% of fits expected
+    assert result["within_3_sigma"] > 0.97
+    assert not result["interrupted"]
+    _check_png(result, tmp_path, "batch_fits.png")

@@ -35,7 +35,7 @@ ROOT = Path(scalar_autograd.__file__).resolve().parent
 LAYERS: dict[str, int] = {
     # 0 core
     "ops": 0, "numerics": 0, "value": 0, "graph": 0, "modes": 0, "tracing": 0,
-    "validation": 0,
+    "validation": 0, "progress": 0,
     # 1 ir, 2 native, 3 backends, 4 runtime
     "ir": 1, "native": 2, "backends": 3, "runtime": 4,
     # 5 tools and solvers on the runtime

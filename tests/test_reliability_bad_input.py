@@ -127,6 +127,15 @@ def _residual_block() -> sa.ResidualBlock:
 
 VALID: dict[str, Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "nonlinear_least_squares": lambda: (([P(1.0)], lambda p: [p[0] - 2.0]), {}),
+    "curve_fit": lambda: ((lambda x, a, b: a * sa.exp(-b * x), np.linspace(0, 1, 10),
+                           2 * np.exp(-np.linspace(0, 1, 10)), [1.0, 1.0]), {}),
+    "batch_curve_fit": lambda: ((lambda x, a, b: a * sa.exp(-b * x), np.linspace(0, 1, 10),
+                                 np.tile(2 * np.exp(-np.linspace(0, 1, 10)), (3, 1)),
+                                 [1.0, 1.0]), {}),
+    "batch_least_squares": lambda: ((lambda p, t: [p[0] - t[0], p[1] - t[1]], [0.0, 0.0]),
+                                    {"data": (np.ones((4, 2)),)}),
+    "batch_minimize": lambda: ((lambda p, t: (p[0] - t) ** 2, [0.0]),
+                               {"data": (np.ones(4),)}),
     "ResidualBlock": lambda: ((lambda p, d: [p[0] - d[0]], [0]), {"data": [[1.0]]}),
     "LeastSquaresProblem": lambda: (([1.0], [_residual_block()]), {}),
     "Value": lambda: ((1.0,), {}),
@@ -195,6 +204,8 @@ NOT_CALLED = {
     # result and status types: built by the solvers, read by users
     "OptimizeResult": "a frozen result record returned by the optimisers",
     "LeastSquaresResult": "a frozen result record returned by the solver",
+    "BatchFitResult": "a result record returned by the batched least-squares solvers",
+    "BatchMinimizeResult": "a result record returned by sa.batch_minimize",
     "Status": "an enum: Status(value) is Python's enum lookup (ValueError when unknown)",
     "LeastSquaresStatus": "an enum: lookup by value (ValueError when unknown)",
     "CompiledFunction": "made by sa.compile (its methods are walked in CASES)",

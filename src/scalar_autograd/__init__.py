@@ -17,11 +17,15 @@ from scalar_autograd.graph import to_dot, topological_order
 from scalar_autograd.losses import *  # noqa: F403
 from scalar_autograd.losses import __all__ as _losses_all
 from scalar_autograd.lsq import (
+    BatchFitResult,
     CovarianceWarning,
     LeastSquaresProblem,
     LeastSquaresResult,
     LeastSquaresStatus,
     ResidualBlock,
+    batch_curve_fit,
+    batch_least_squares,
+    curve_fit,
     nonlinear_least_squares,
 )
 from scalar_autograd.matrix import Matrix3x3
@@ -31,8 +35,10 @@ from scalar_autograd.optim import (
     SGD,
     Adam,
     AdamW,
+    BatchMinimizeResult,
     OptimizeResult,
     Status,
+    batch_minimize,
     clip_grad_norm,
     lbfgs,
     minimize,
@@ -61,12 +67,13 @@ __version__ = "0.1.0"
 __all__ = [
     "nonlinear_least_squares", "LeastSquaresResult", "LeastSquaresStatus", "ResidualBlock",
     "CovarianceWarning",
-    "LeastSquaresProblem",
+    "LeastSquaresProblem", "curve_fit", "batch_curve_fit", "batch_least_squares",
+    "BatchFitResult",
     "Value", "ValueLike", "as_value", "zero_grad", "no_grad", "is_grad_enabled",
     "detect_anomaly", "to_dot", "topological_order", "__version__",
     "check_grads",
     "SGD", "Adam", "AdamW", "clip_grad_norm", "lbfgs", "minimize", "OptimizeResult",
-    "Status",
+    "Status", "batch_minimize", "BatchMinimizeResult",
     "compile", "CompiledFunction", "compile_gradient_function", "apply_compiled_gradients",
     "jit", "grad", "value_and_grad", "jacobian", "Traced", "ConcretizationError",
     "FrozenBranchWarning", "SpecializationLimitError",

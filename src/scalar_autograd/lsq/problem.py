@@ -72,6 +72,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from scalar_autograd.lsq import native_lm
 from scalar_autograd.lsq.assembly import Assembler, KernelBlock, sparse_for
 from scalar_autograd.lsq.blocks import BlockFn, ResidualBlock
 from scalar_autograd.lsq.compiled_oracle import CompiledOracle, ResidualFn
@@ -394,8 +395,13 @@ class LeastSquaresProblem:
                 evaluator.residuals_and_jacobian
             if opts.verbose:
                 residuals_and_jacobian = self._noting(evaluator, schur, opts.linear_solver)
-            result = levenberg_marquardt(residuals_and_jacobian, evaluator.residuals,
-                                         self.x, opts, schur=schur)
+            native = native_lm.plan(evaluator, self.n_params) \
+                if native_lm.supports(opts, self.n_params) else None
+            if native is not None:      # small and dense: the whole loop in native code
+                result = native_lm.solve_one(*native, self.x, opts)
+            else:
+                result = levenberg_marquardt(residuals_and_jacobian, evaluator.residuals,
+                                             self.x, opts, schur=schur)
         self.x = result.x.copy()
         if self._function is not None:
             self._function.move_to(self.x)

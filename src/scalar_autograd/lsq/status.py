@@ -52,6 +52,7 @@ class Status(Enum):
         "the Jacobian is not finite (nan or inf) at the best point found; stopped there"
     )
     CALLBACK_STOP = "the callback asked to stop"
+    NOT_RUN = "not run: the batch was interrupted before this problem was solved"
 
     @property
     def success(self) -> bool:

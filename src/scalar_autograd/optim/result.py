@@ -36,6 +36,7 @@ class Status(Enum):
     NON_FINITE            no       the objective (or, at the start, the gradient) is
                                    nan or inf at the current iterate
     CALLBACK_STOP         no       the callback returned ``True``
+    NOT_RUN               no       a batch was interrupted before this problem ran
     ====================  =======  =====================================================
     """
 
@@ -51,6 +52,7 @@ class Status(Enum):
     )
     NON_FINITE = "failed: the objective or its gradient is not finite"
     CALLBACK_STOP = "stopped: the callback asked to stop"
+    NOT_RUN = "not run: the batch was interrupted before this problem was solved"
 
     @property
     def success(self) -> bool:
