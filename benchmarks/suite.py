@@ -57,7 +57,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-SECTIONS = ("seed", "latency", "large", "memory", "eager", "lsq", "optim", "jit")
+SECTIONS = ("seed", "latency", "large", "memory", "eager", "lsq", "optim", "jit", "batch")
 PEERS = {  # import name -> (display name, install hint)
     "jax": ("JAX", "pip install jax"),
     "casadi": ("CasADi", "pip install casadi"),
@@ -68,7 +68,7 @@ PEERS = {  # import name -> (display name, install hint)
     "matplotlib": ("matplotlib (plots)", "pip install matplotlib"),
 }
 EXTERNAL = {"lsq": ("bench_lsq", "nist_table"), "optim": ("bench_optim",),
-            "jit": ("bench_guards",)}
+            "jit": ("bench_guards",), "batch": ("bench_batch",)}
 """The other developers' scripts each section calls into, when present."""
 
 

@@ -45,10 +45,12 @@ from typing import Any
 
 import numpy as np
 
+from scalar_autograd.lsq import native_lm
 from scalar_autograd.lsq.batch import (
     BatchFitResult,
     BatchJob,
     Model,
+    _option_array,
     _pinv_normal,
     _symmetric,
     solver_options,
@@ -260,9 +262,15 @@ def _fit_one(f: Callable[..., Any], xdata: Any, ydata: Any, p0: Any, sigma: Any,
         out = _fit_covariance_sigma(model, X, y, sigma_arr, start, opts)
     else:
         W = _weights(sigma_arr, (m,))
-        job = BatchJob(model, start.reshape(1, n), X.reshape(-1), 0, y, W, opts)
-        job.solve(0, 1)
-        out = job.out
+        if native_lm.supports(opts, n) and model.function.backend == "llvm":
+            # one problem: this thread's bound buffers, one native call
+            options = _option_array(opts)
+            out = native_lm.single_solve(model.solver(), m).solve(
+                start, X.reshape(-1), y, W, options, options.ctypes.data)
+        else:
+            job = BatchJob(model, start.reshape(1, n), X.reshape(-1), 0, y, W, opts)
+            job.solve(0, 1)
+            out = job.out
     status = STATUSES[int(out.status[0])]
     if not status.success:
         raise RuntimeError(f"Optimal parameters not found: {status.value}")

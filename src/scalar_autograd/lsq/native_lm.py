@@ -986,6 +986,77 @@ class NativeSolver:
         self._lm(int(block.ctypes.data))
 
 
+class SingleSolve:
+    """One problem at a time through :class:`NativeSolver`, with every buffer bound
+    once: this thread's inputs (``x0``, the rows' data ``U``, ``y``, ``w``) are copied
+    into its own arrays, whose addresses sit in a prepared argument block, so a solve
+    costs a few copies and one ctypes call (``sa.curve_fit``'s path).
+
+    ``out`` is overwritten by every :meth:`solve`: copy what you keep.
+    """
+
+    def __init__(self, solver: NativeSolver, rows: int) -> None:
+        n, nu, m = solver.n, solver.nu, rows * solver.nv
+        self.m = m
+        self.U = np.zeros(rows * nu)
+        self.y = np.zeros(m)
+        self.w = np.zeros(m)
+        self.out = BatchOutput.empty(np.zeros((1, n)), m, covariance=True)
+        work, scratch = solver._workspace(m)
+        self._keep = (work, scratch)
+        self.block = np.zeros(len(WORDS), dtype=np.int64)
+        out = self.out
+        words = {"count": 1, "n": n, "rows": rows, "nu": nu, "nv": solver.nv,
+                 "rj": solver._rj, "X": out.x, "U": self.U, "Y": self.y, "W": 0,
+                 "cost": out.cost, "status": out.status, "iterations": out.iterations,
+                 "nfev": out.nfev, "njev": out.njev, "grad_norm": out.grad_norm,
+                 "covariance": out.covariance, "work": work, "scratch": scratch}
+        for name, value in words.items():
+            self.block[WORD[name]] = value.ctypes.data if isinstance(value, np.ndarray) \
+                else value
+        self._w_address = self.w.ctypes.data
+        self._call = solver._lm
+        self._pointer = self.block.ctypes.data
+
+    def solve(self, x0: np.ndarray, U: np.ndarray, y: np.ndarray, w: np.ndarray | None,
+              options: np.ndarray, options_address: int) -> BatchOutput:
+        """Solve from ``x0`` (``(n,)``) with data ``U`` (``rows * nu``), observations
+        ``y`` and weights ``w`` (``m`` each, ``w`` optional); ``options`` is the
+        options array at ``options_address``."""
+        out, block = self.out, self.block
+        out.x[0] = x0
+        self.U[:] = U
+        self.y[:] = y
+        if w is None:
+            block[_W_WORD] = 0
+        else:
+            self.w[:] = w
+            block[_W_WORD] = self._w_address
+        block[_OPTIONS_WORD] = options_address
+        assert out.covariance is not None
+        out.covariance.fill(np.nan)
+        self._keep_options = options          # alive for the call
+        self._call(self._pointer)
+        return out
+
+
+_W_WORD, _OPTIONS_WORD = WORD["W"], WORD["options"]
+
+
+def single_solve(solver: NativeSolver, rows: int) -> SingleSolve:
+    """This thread's :class:`SingleSolve` of ``solver`` for problems of ``rows`` rows."""
+    local = solver._local
+    cache = getattr(local, "single", None)
+    if cache is None:
+        cache = local.single = {}
+    single = cache.get(rows)
+    if single is None:
+        if len(cache) >= 8:
+            cache.pop(next(iter(cache)))
+        single = cache[rows] = SingleSolve(solver, rows)
+    return single
+
+
 _SOLVERS: weakref.WeakKeyDictionary[Any, NativeSolver] = weakref.WeakKeyDictionary()
 _SOLVERS_LOCK = threading.Lock()
 
