@@ -57,7 +57,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-SECTIONS = ("seed", "latency", "large", "memory", "eager", "lsq", "optim", "jit", "batch")
+SECTIONS = ("seed", "latency", "large", "memory", "eager", "lsq", "optim", "jit", "batch",
+            "cache")
 PEERS = {  # import name -> (display name, install hint)
     "jax": ("JAX", "pip install jax"),
     "casadi": ("CasADi", "pip install casadi"),
@@ -68,7 +69,8 @@ PEERS = {  # import name -> (display name, install hint)
     "matplotlib": ("matplotlib (plots)", "pip install matplotlib"),
 }
 EXTERNAL = {"lsq": ("bench_lsq", "nist_table"), "optim": ("bench_optim",),
-            "jit": ("bench_guards",), "batch": ("bench_batch",)}
+            "jit": ("bench_guards",), "batch": ("bench_batch",),
+            "cache": ("bench_cache",)}
 """The other developers' scripts each section calls into, when present."""
 
 

@@ -127,6 +127,7 @@ def _residual_block() -> sa.ResidualBlock:
 
 VALID: dict[str, Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "nonlinear_least_squares": lambda: (([P(1.0)], lambda p: [p[0] - 2.0]), {}),
+    "get_cache_dir": lambda: ((), {}),
     "curve_fit": lambda: ((lambda x, a, b: a * sa.exp(-b * x), np.linspace(0, 1, 10),
                            2 * np.exp(-np.linspace(0, 1, 10)), [1.0, 1.0]), {}),
     "batch_curve_fit": lambda: ((lambda x, a, b: a * sa.exp(-b * x), np.linspace(0, 1, 10),
@@ -201,6 +202,8 @@ def _grad_fn() -> tuple[Any, list[sa.Value]]:
 
 
 NOT_CALLED = {
+    "set_cache_dir": "changes a process-wide setting (a wrong str is a valid relative path); "
+                     "its argument checks are in test_portable.py",
     # result and status types: built by the solvers, read by users
     "OptimizeResult": "a frozen result record returned by the optimisers",
     "LeastSquaresResult": "a frozen result record returned by the solver",

@@ -49,6 +49,7 @@ from scalar_autograd.runtime import (
     compile,
     compile_gradient_function,
 )
+from scalar_autograd.runtime.disk_cache import get_cache_dir, set_cache_dir
 from scalar_autograd.runtime.jit import (
     SpecializationLimitError,
     Traced,
@@ -75,6 +76,7 @@ __all__ = [
     "SGD", "Adam", "AdamW", "clip_grad_norm", "lbfgs", "minimize", "OptimizeResult",
     "Status", "batch_minimize", "BatchMinimizeResult",
     "compile", "CompiledFunction", "compile_gradient_function", "apply_compiled_gradients",
+    "set_cache_dir", "get_cache_dir",
     "jit", "grad", "value_and_grad", "jacobian", "Traced", "ConcretizationError",
     "FrozenBranchWarning", "SpecializationLimitError",
     "Vec2", "Vec3", "Vec4", "Matrix3x3", "Neuron", "Layer", "MLP", *_geometry_all, *_losses_all,

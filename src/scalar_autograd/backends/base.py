@@ -6,6 +6,11 @@ values into ``val`` and the derivatives into ``der``; ``scratch`` holds
 ``n_scratch`` doubles of working memory (only large native programs need it).
 ``run_batch`` does the same for every row of 2-D arrays.
 
+The native backends (``"llvm"`` and ``"vm"``) are also *portable*: a kernel can be
+saved as a :class:`KernelArtifact` (sizes and raw bytes: object code, or the VM's tape
+arrays; never Python objects) and loaded again in another process, without the program,
+which is then derived again only if asked for (``kernel.program``, ``kernel.source``).
+
 Example:
     >>> from scalar_autograd.backends import get_backend
     >>> get_backend("interpreter").name
@@ -14,12 +19,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from scalar_autograd.ir.program import Program
+from scalar_autograd.native.engine import ObjectCache
 
 
 class BackendError(RuntimeError):
@@ -38,9 +45,12 @@ class BackendError(RuntimeError):
 class Kernel(Protocol):
     """A compiled program (see the module docstring for the calling convention)."""
 
-    program: Program
     n_scratch: int
     backend: str
+
+    @property
+    def program(self) -> Program:
+        """The (lowered) program this kernel runs."""
 
     @property
     def source(self) -> str:
@@ -67,3 +77,42 @@ class Backend(Protocol):
 
     def compile(self, program: Program) -> Kernel:
         """Compile ``program``."""
+
+
+@dataclass(frozen=True)
+class KernelArtifact:
+    """A compiled kernel as plain data, to be stored and loaded in another process.
+
+    Attributes:
+        backend: the backend that made it (``"llvm"`` or ``"vm"``).
+        sizes: named non-negative integers (``n_scratch``, buffer lengths, ...).
+        blobs: named raw bytes (object code, little-endian array data).
+    """
+
+    backend: str
+    sizes: Mapping[str, int]
+    blobs: Mapping[str, bytes]
+
+
+class PortableBackend(Protocol):
+    """A backend whose kernels can be saved as :class:`KernelArtifact` and loaded."""
+
+    name: str
+
+    def settings(self) -> str:
+        """What the compiled code depends on beyond the program, the host and the
+        library's own code (a tuning knob read from the environment, say)."""
+
+    def compile_portable(self, program: Program, cache: ObjectCache | None = None
+                         ) -> tuple[Kernel, KernelArtifact]:
+        """Compile ``program``; also the artifact that :meth:`load` turns back into it.
+
+        ``cache`` stores object code shared by many kernels (the VM's interpreter)."""
+
+    def load(self, artifact: KernelArtifact, program: Callable[[], Program],
+             cache: ObjectCache | None = None) -> Kernel:
+        """The kernel ``artifact`` holds; ``program()`` derives its program on demand.
+
+        Raises:
+            ValueError: the artifact is not one this backend made.
+        """

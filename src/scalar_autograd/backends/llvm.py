@@ -11,6 +11,11 @@ practice; generated code contains only numbered values and numeric constants.
 Calls go through ctypes with the GIL released. :meth:`LLVMKernel.bind` compiles a tiny
 wrapper with the buffer addresses baked in, so a call takes no arguments at all.
 
+:meth:`LLVMBackend.compile_portable` compiles through object code (the same passes and
+code generator) and returns it as a
+:class:`~scalar_autograd.backends.base.KernelArtifact`, which :meth:`LLVMBackend.load`
+links again in another process on the same host, without generating or compiling IR.
+
 Example:
     >>> import numpy as np, scalar_autograd as sa
     >>> from scalar_autograd.ir.trace import trace
@@ -25,15 +30,23 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Callable
 
 import numpy as np
 
-from scalar_autograd.backends.base import BackendError
+from scalar_autograd.backends.base import BackendError, KernelArtifact
 from scalar_autograd.ir.program import Program
 from scalar_autograd.native.abi import address, bound_call
 from scalar_autograd.native.emitter import batch_function, const, instruction
-from scalar_autograd.native.engine import native_engine, opt_level
+from scalar_autograd.native.engine import (
+    NativeEngine,
+    ObjectCache,
+    compile_object,
+    load_object,
+    native_engine,
+    opt_level,
+)
 
 CHUNK = int(__import__("os").environ.get("SA_CHUNK", 2000))
 """Most instructions in one generated function."""
@@ -146,21 +159,87 @@ _BATCH_T = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void
 
 
 class LLVMKernel:
-    """Native code for one program, owned by its own MCJIT engine."""
+    """Native code for one program, owned by its own MCJIT engine.
+
+    Args:
+        program: the lowered program.
+        portable: compile through object code and keep it (:attr:`object_code`), for
+            :meth:`LLVMBackend.compile_portable`.
+    """
 
     backend = "llvm"
     mode = "native"
 
-    def __init__(self, program: Program) -> None:
-        self.program = program
-        self.source, self.n_scratch = generate(program)
+    def __init__(self, program: Program, portable: bool = False) -> None:
+        self._program: Program | None = program
+        self._derive: Callable[[], Program] | None = None
+        self._lock = threading.Lock()
+        self._source: str | None
+        self._source, self.n_scratch = generate(program)
+        self.object_code: bytes | None = None
+        level = opt_level(program.n_instructions)
         try:
-            self._engine = native_engine(self.source, opt_level(program.n_instructions))
+            if portable:
+                self.object_code = compile_object(self._source, level)
+                engine = load_object(self.object_code)
+            else:
+                engine = native_engine(self._source, level)
         except RuntimeError as exc:
             raise BackendError(f"llvm backend could not compile the kernel: {exc}",
-                               self.source) from exc
-        self._kernel = _KERNEL_T(self._engine.address("kernel"))
-        self._batch = _BATCH_T(self._engine.address("batch"))
+                               self._source) from exc
+        self._attach(engine)
+
+    def _attach(self, engine: NativeEngine) -> None:
+        self._engine = engine
+        self._kernel = _KERNEL_T(engine.address("kernel"))
+        self._batch = _BATCH_T(engine.address("batch"))
+
+    @classmethod
+    def from_artifact(cls, artifact: KernelArtifact, program: Callable[[], Program]
+                      ) -> LLVMKernel:
+        """The kernel :meth:`artifact` saved; ``program()`` gives its program (and so its
+        source) on demand.
+
+        Raises:
+            ValueError: the artifact holds no llvm object code.
+        """
+        if artifact.backend != "llvm" or "object" not in artifact.blobs \
+                or "n_scratch" not in artifact.sizes:
+            raise ValueError(f"artifact must hold llvm object code; got one of the "
+                             f"{artifact.backend!r} backend with {sorted(artifact.blobs)}")
+        kernel = cls.__new__(cls)
+        kernel._program = None
+        kernel._derive = program
+        kernel._lock = threading.Lock()
+        kernel._source = None
+        kernel.n_scratch = int(artifact.sizes["n_scratch"])
+        kernel.object_code = bytes(artifact.blobs["object"])
+        kernel._attach(load_object(kernel.object_code))
+        return kernel
+
+    def artifact(self) -> KernelArtifact:
+        """The object code and scratch size (only for a kernel compiled ``portable``)."""
+        if self.object_code is None:
+            raise ValueError("artifact needs a kernel compiled with portable=True")
+        return KernelArtifact("llvm", {"n_scratch": self.n_scratch},
+                              {"object": self.object_code})
+
+    @property
+    def program(self) -> Program:
+        """The lowered program (derived again, once, for a kernel loaded from an artifact)."""
+        if self._program is None:
+            with self._lock:
+                if self._program is None:
+                    assert self._derive is not None
+                    self._program = self._derive()
+        return self._program
+
+    @property
+    def source(self) -> str:
+        """The LLVM IR text (generated again, once, for a kernel loaded from an artifact)."""
+        if self._source is None:
+            self._source = generate(self.program)[0]
+        return self._source
 
     def run(self, x: np.ndarray, u: np.ndarray, val: np.ndarray, der: np.ndarray,
             scratch: np.ndarray) -> None:
@@ -189,3 +268,20 @@ class LLVMBackend:
     def compile(self, program: Program) -> LLVMKernel:
         """Native code for ``program``."""
         return LLVMKernel(program)
+
+    def settings(self) -> str:
+        """The chunk size (``SA_CHUNK``): it shapes the generated code."""
+        return f"chunk={CHUNK}"
+
+    def compile_portable(self, program: Program, cache: ObjectCache | None = None
+                         ) -> tuple[LLVMKernel, KernelArtifact]:
+        """Native code for ``program`` and its object code as an artifact.
+
+        ``cache`` is not needed: the artifact is the kernel's whole object code."""
+        kernel = LLVMKernel(program, portable=True)
+        return kernel, kernel.artifact()
+
+    def load(self, artifact: KernelArtifact, program: Callable[[], Program],
+             cache: ObjectCache | None = None) -> LLVMKernel:
+        """The kernel ``artifact`` holds (object code from :meth:`compile_portable`)."""
+        return LLVMKernel.from_artifact(artifact, program)

@@ -25,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from scalar_autograd.backends.base import Backend
+from scalar_autograd.backends.base import Backend, PortableBackend
 from scalar_autograd.backends.interpreter import InterpreterBackend
 from scalar_autograd.backends.llvm import LLVMBackend
 from scalar_autograd.backends.python import PythonBackend
@@ -49,12 +49,14 @@ tape costs a linear pass.
 _NEEDS_LLVM = ("llvm", "vm")
 
 
-def resolve_backend(name: str, program: Program | None = None) -> str:
+def resolve_backend(name: str, program: Program | None = None, *,
+                    n_instructions: int | None = None) -> str:
     """The concrete backend (one of :data:`BACKENDS`) that ``name`` means for ``program``.
 
     ``"auto"`` is ``"llvm"`` when llvmlite imports, else ``"python"``; ``"llvm"`` becomes
     ``"vm"`` for a program over :data:`VM_THRESHOLD` instructions (without a program,
-    it stays ``"llvm"``).
+    it stays ``"llvm"``). ``n_instructions`` may stand for the program (its size known
+    without decoding it).
 
     Raises:
         TypeError: ``name`` is not a str.
@@ -71,7 +73,9 @@ def resolve_backend(name: str, program: Program | None = None) -> str:
     if name in _NEEDS_LLVM and not llvm_available():
         raise ImportError(f"backend={name!r} needs llvmlite: pip install llvmlite "
                           f"(or pass backend='python')")
-    if name == "llvm" and program is not None and program.n_instructions > VM_THRESHOLD:
+    if n_instructions is None and program is not None:
+        n_instructions = program.n_instructions
+    if name == "llvm" and n_instructions is not None and n_instructions > VM_THRESHOLD:
         return "vm"
     return name
 
@@ -91,3 +95,18 @@ def get_backend(name: str, program: Program | None = None) -> Backend:
     if name == "python":
         return PythonBackend()
     return InterpreterBackend()
+
+
+def portable_backend(name: str) -> PortableBackend | None:
+    """The concrete backend ``name`` if its kernels save as artifacts (``"llvm"`` and
+    ``"vm"``: native code and tapes), else ``None`` (``"python"``, ``"interpreter"``).
+
+    Example:
+        >>> portable_backend("vm").name, portable_backend("python")
+        ('vm', None)
+    """
+    if name == "llvm":
+        return LLVMBackend()
+    if name == "vm":
+        return VMBackend()
+    return None

@@ -11,6 +11,11 @@ same). Building a tape is a linear pass; running it costs a few ns per instructi
 generated from the op table's lowerings, through the same
 :func:`~scalar_autograd.native.emitter.instruction` emitter as native code.
 
+A tape is plain data, so a kernel saves as a
+:class:`~scalar_autograd.backends.base.KernelArtifact` of three arrays and loads in
+another process without the program (:meth:`VMBackend.load` checks every index of the
+tape first, so even a damaged tape cannot make the VM read or write out of bounds).
+
 Example:
     >>> import numpy as np, scalar_autograd as sa
     >>> from scalar_autograd.ir.trace import trace
@@ -31,10 +36,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from scalar_autograd.backends.base import KernelArtifact
 from scalar_autograd.ir.program import Program
 from scalar_autograd.native.abi import address, address_block, bound_call
 from scalar_autograd.native.emitter import FunctionEmitter, batch_function, instruction, module
-from scalar_autograd.native.engine import native_engine
+from scalar_autograd.native.engine import ObjectCache, native_engine
 from scalar_autograd.ops import OPS
 
 OPCODES: tuple[str, ...] = ("input_x", "input_u", "const") + tuple(
@@ -133,11 +139,11 @@ def _vm_source() -> str:
 
 
 class _Machine:
-    """The VM's native code: compiled once per process."""
+    """The VM's native code: compiled once per process (or loaded from ``cache``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: ObjectCache | None = None) -> None:
         self.source = _vm_source()
-        self._engine = native_engine(self.source, 2)
+        self._engine = native_engine(self.source, 2, cache)
         self.kernel_address = self._engine.address("kernel")
         vp = ctypes.c_void_p
         self.kernel = ctypes.CFUNCTYPE(None, vp, vp, vp, vp, vp, vp)(self.kernel_address)
@@ -149,12 +155,12 @@ _machine: _Machine | None = None
 _machine_lock = threading.Lock()
 
 
-def machine() -> _Machine:
-    """The process's VM, compiled on first use."""
+def machine(cache: ObjectCache | None = None) -> _Machine:
+    """The process's VM, compiled on first use (its object code through ``cache``)."""
     global _machine
     with _machine_lock:
         if _machine is None:
-            _machine = _Machine()
+            _machine = _Machine(cache)
     return _machine
 
 
@@ -195,20 +201,87 @@ def build_tape(program: Program) -> tuple[np.ndarray, np.ndarray, np.ndarray, in
             max(extra, 1))
 
 
+_I32 = np.dtype("<i4")
+_F64 = np.dtype("<f8")
+
+
 class VMKernel:
-    """A program run by the tape VM (see the module docstring)."""
+    """A program run by the tape VM (see the module docstring).
+
+    Args:
+        program: the lowered program to encode as a tape.
+        cache: object code storage for the VM itself (compiled once per process).
+    """
 
     backend = "vm"
     mode = "vm"
 
-    def __init__(self, program: Program) -> None:
-        self.program = program
-        self._machine = machine()
-        self.code, self.consts, self.outs, self.n_scratch = build_tape(program)
+    def __init__(self, program: Program, cache: ObjectCache | None = None) -> None:
+        code, consts, outs, n_regs = build_tape(program)
+        self._program: Program | None = program
+        self._derive: Callable[[], Program] | None = None
+        self._setup(code, consts, outs, n_regs, program.n_values, len(program.outputs),
+                    program.n_params, program.n_inputs, cache)
+
+    def _setup(self, code: np.ndarray, consts: np.ndarray, outs: np.ndarray, n_regs: int,
+               n_values: int, n_outputs: int, n_params: int, n_inputs: int,
+               cache: ObjectCache | None) -> None:
+        self._machine = machine(cache)
+        self._lock = threading.Lock()
+        self.code, self.consts, self.outs, self.n_scratch = code, consts, outs, n_regs
+        self.n_values, self.n_derivs = n_values, n_outputs - n_values
+        self.n_params, self.n_inputs = n_params, n_inputs
         self.desc = address_block([  # the words of _DESC, in order
-            self.code, self.code.shape[0], self.consts, self.outs,
-            program.n_values, len(program.outputs), program.n_params, program.n_inputs,
+            code, code.shape[0], consts, outs, n_values, n_outputs, n_params, n_inputs,
         ])
+
+    @classmethod
+    def from_artifact(cls, artifact: KernelArtifact, program: Callable[[], Program],
+                      cache: ObjectCache | None = None) -> VMKernel:
+        """The kernel :meth:`artifact` saved; ``program()`` gives its program on demand.
+
+        Raises:
+            ValueError: the artifact is not a VM tape, or an index in it is out of range.
+        """
+        if artifact.backend != "vm":
+            raise ValueError(f"artifact must come from the vm backend; got "
+                             f"{artifact.backend!r}")
+        try:
+            sizes, blobs = artifact.sizes, artifact.blobs
+            n_regs, n_values = sizes["n_regs"], sizes["n_values"]
+            n_outputs = n_values + sizes["n_derivs"]
+            n_params, n_inputs = sizes["n_params"], sizes["n_inputs"]
+            code = np.frombuffer(blobs["code"], dtype=_I32).reshape(-1, _ROW)
+            consts = np.frombuffer(blobs["consts"], dtype=_F64)
+            outs = np.frombuffer(blobs["outs"], dtype=_I32)
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"artifact is not a complete VM tape ({exc})") from None
+        _check_tape(code, consts, outs, n_regs, n_values, n_outputs, n_params, n_inputs)
+        kernel = cls.__new__(cls)
+        kernel._program = None
+        kernel._derive = program
+        kernel._setup(code, consts, outs, n_regs, n_values, n_outputs, n_params, n_inputs,
+                      cache)
+        return kernel
+
+    def artifact(self) -> KernelArtifact:
+        """The tape as plain data (three little-endian arrays and their sizes)."""
+        return KernelArtifact("vm", {
+            "n_regs": self.n_scratch, "n_values": self.n_values, "n_derivs": self.n_derivs,
+            "n_params": self.n_params, "n_inputs": self.n_inputs,
+        }, {"code": self.code.astype(_I32).tobytes(),
+            "consts": self.consts.astype(_F64).tobytes(),
+            "outs": self.outs.astype(_I32).tobytes()})
+
+    @property
+    def program(self) -> Program:
+        """The lowered program (derived again, once, for a kernel loaded from an artifact)."""
+        if self._program is None:
+            with self._lock:
+                if self._program is None:
+                    assert self._derive is not None
+                    self._program = self._derive()
+        return self._program
 
     @property
     def source(self) -> str:
@@ -237,6 +310,38 @@ class VMKernel:
                           (self, *buffers))
 
 
+def _check_tape(code: np.ndarray, consts: np.ndarray, outs: np.ndarray, n_regs: int,
+                n_values: int, n_outputs: int, n_params: int, n_inputs: int) -> None:
+    """Raise ValueError unless every index of the tape is in range (the VM checks none).
+
+    Every row loads registers ``a``, ``b``, ``c`` and stores ``dst``; a leaf row reads
+    slot ``a`` of ``x``, ``u`` or the constant pool instead. The sizes themselves are
+    the caller's to check against the buffers it allocates (the runtime compares them
+    with the program's before loading).
+    """
+    def bad(why: str) -> ValueError:
+        return ValueError(f"artifact holds an invalid VM tape: {why}")
+
+    if min(n_regs, n_values, n_outputs, n_params, n_inputs) < 0 or n_values > n_outputs:
+        raise bad("negative or inconsistent sizes")
+    if outs.shape != (n_outputs,) or consts.size == 0:
+        raise bad(f"{outs.size} output registers for {n_outputs} outputs")
+    if code.size == 0:
+        if n_outputs:
+            raise bad("an empty tape with outputs")
+        return
+    op, dst, a, b, c = code.T
+    if op.min() < 0 or op.max() >= len(OPCODES):
+        raise bad("an unknown opcode")
+    if min(dst.min(), a.min(), b.min(), c.min(), outs.min(initial=0)) < 0 \
+            or max(dst.max(), a.max(), b.max(), c.max(), outs.max(initial=0)) >= n_regs:
+        raise bad("a register out of range")
+    for leaf, bound in ((0, n_params), (1, n_inputs), (2, consts.size)):
+        rows = a[op == leaf]
+        if rows.size and rows.max() >= bound:
+            raise bad(f"a {OPCODES[leaf]} slot out of range")
+
+
 class VMBackend:
     """Backend name ``"vm"``: every program runs on the tape VM."""
 
@@ -245,3 +350,18 @@ class VMBackend:
     def compile(self, program: Program) -> VMKernel:
         """A tape for ``program`` (the VM itself is compiled once per process)."""
         return VMKernel(program)
+
+    def settings(self) -> str:
+        """Nothing: a tape depends on the program and the op table only."""
+        return ""
+
+    def compile_portable(self, program: Program, cache: ObjectCache | None = None
+                         ) -> tuple[VMKernel, KernelArtifact]:
+        """A tape for ``program`` and its artifact (the VM's code through ``cache``)."""
+        kernel = VMKernel(program, cache)
+        return kernel, kernel.artifact()
+
+    def load(self, artifact: KernelArtifact, program: Callable[[], Program],
+             cache: ObjectCache | None = None) -> VMKernel:
+        """The tape ``artifact`` holds, checked (see :meth:`VMKernel.from_artifact`)."""
+        return VMKernel.from_artifact(artifact, program, cache)

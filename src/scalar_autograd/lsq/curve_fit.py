@@ -264,9 +264,9 @@ def _fit_one(f: Callable[..., Any], xdata: Any, ydata: Any, p0: Any, sigma: Any,
         W = _weights(sigma_arr, (m,))
         if native_lm.supports(opts, n) and model.function.backend == "llvm":
             # one problem: this thread's bound buffers, one native call
-            options = _option_array(opts)
+            values = _option_array(opts)
             out = native_lm.single_solve(model.solver(), m).solve(
-                start, X.reshape(-1), y, W, options, options.ctypes.data)
+                start, X.reshape(-1), y, W, values, values.ctypes.data)
         else:
             job = BatchJob(model, start.reshape(1, n), X.reshape(-1), 0, y, W, opts)
             job.solve(0, 1)

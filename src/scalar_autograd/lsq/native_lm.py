@@ -841,7 +841,10 @@ def driver() -> Any:
     if _driver is None:
         with _driver_lock:
             if _driver is None:
-                _driver = native_engine(driver_source(), 2)
+                # the object code comes from the disk cache when one is set
+                from scalar_autograd.runtime.disk_cache import active_cache
+
+                _driver = native_engine(driver_source(), 2, cache=active_cache())
     return _driver
 
 

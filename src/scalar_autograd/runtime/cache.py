@@ -1,10 +1,13 @@
 """An in-memory LRU cache of compiled kernels keyed by program structure.
 
-The key is the program's full structure (constants by bit pattern) and the concrete
-backend name (``"auto"`` and ``"llvm"`` resolved by size, so native code and the tape VM
-never share an entry; see :func:`scalar_autograd.backends.resolve_backend`). Python's
-dict compares keys by equality after a hash match, so a hit is verified structurally,
-never trusted by hash alone.
+The key is the program's full structure, its canonical encoding
+(:meth:`~scalar_autograd.ir.program.Program.key`, constants by bit pattern), and the
+concrete backend name (``"auto"`` and ``"llvm"`` resolved by size, so native code and
+the tape VM never share an entry; see :func:`scalar_autograd.backends.resolve_backend`).
+Python's dict compares keys by equality after a hash match, so a hit is verified
+structurally (the encodings compared byte for byte), never trusted by hash alone. The
+opt-in on-disk cache below it (:mod:`scalar_autograd.runtime.disk_cache`) is keyed by
+the encoding's SHA-256 instead.
 
 Example:
     >>> cache = KernelCache(maxsize=2)

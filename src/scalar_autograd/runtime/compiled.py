@@ -1,8 +1,11 @@
 """``sa.compile``: a Value graph becomes a ``CompiledFunction`` with fast value and gradient.
 
 Pipeline: trace (CSE, constant folding) -> reverse or forward mode on the IR -> lower
-expansions -> a backend kernel, cached by program structure. The hot methods run one
-native call on preallocated float64 buffers.
+expansions -> a backend kernel, cached by program structure (in memory, and on disk when
+:func:`~scalar_autograd.runtime.disk_cache.set_cache_dir` or ``SA_CACHE_DIR`` names a
+directory). The hot methods run one native call on preallocated float64 buffers. A
+``CompiledFunction`` pickles as its program (see :meth:`CompiledFunction.__reduce__`),
+so it can be sent to other processes and saved to files.
 
 Example:
     >>> import scalar_autograd as sa
@@ -19,19 +22,22 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from scalar_autograd.backends.base import Kernel
-from scalar_autograd.backends.registry import get_backend, resolve_backend
+from scalar_autograd.backends.registry import get_backend, portable_backend, resolve_backend
 from scalar_autograd.graph import gc_paused
 from scalar_autograd.ir import autodiff
 from scalar_autograd.ir.passes import lower
-from scalar_autograd.ir.program import Program
+from scalar_autograd.ir.program import Program, encoded_digest, read_header
 from scalar_autograd.ir.trace import trace
 from scalar_autograd.native.abi import check_buffer
+from scalar_autograd.native.engine import host_identity
 from scalar_autograd.runtime.cache import KERNELS
+from scalar_autograd.runtime.disk_cache import active_cache, pack_artifact, unpack_artifact
 from scalar_autograd.tracing import FrozenBranchWarning, branch_site
 from scalar_autograd.value import Value
 
@@ -75,33 +81,103 @@ class _Entry:
     ``"interpreter"``, see :func:`~scalar_autograd.backends.registry.resolve_backend`)
     that compiles both kernels. The last ``n_aux`` value outputs are auxiliary (guard
     predicates of ``sa.jit``): computed with the values, never differentiated.
+
+    With the disk cache on, a native kernel is first looked up there (by the program's
+    digest, the backend, ``n_aux`` and the kind, ``"value"`` or ``"deriv"``): a hit skips
+    differentiation, lowering and code generation, and the kernel derives its program
+    only if someone asks for it (``kernel.program``, ``kernel.source``).
     """
 
-    def __init__(self, program: Program, backend: str, n_aux: int = 0) -> None:
-        self.program = program
+    def __init__(self, program: Program | bytes, backend: str, n_aux: int = 0) -> None:
+        if isinstance(program, Program):
+            self._program: Program | None = program
+            self.encoded = program.key()
+        else:  # an encoding (from a pickle): decoded only if a kernel must be built
+            self._program = None
+            self.encoded = program
+        header = read_header(self.encoded)
+        self.n_params, self.n_inputs = header.n_params, header.n_inputs
+        self.n_values, self.n_derivs = header.n_values, header.n_derivs
         self.backend = backend
         self.n_aux = n_aux
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()            # builds kernels
+        self._program_lock = threading.Lock()    # decodes the program (while building)
         self._value: Kernel | None = None
         self._deriv: Kernel | None = None
+
+    @property
+    def program(self) -> Program:
+        """The forward program (decoded from its encoding on first use)."""
+        program = self._program
+        if program is None:
+            with self._program_lock:
+                if self._program is None:
+                    self._program = Program.from_bytes(self.encoded)
+                program = self._program
+        return program
+
+    def sizes(self, deriv: bool) -> tuple[int, int]:
+        """``(n_values, n_derivs)`` of the value-and-derivative or the value kernel."""
+        if deriv:
+            return self.n_values, (self.n_values - self.n_aux) * self.n_params
+        return self.n_values, self.n_derivs
 
     def value_kernel(self) -> Kernel:
         if self._value is None:
             with self._lock:
                 if self._value is None:
-                    self._value = get_backend(self.backend).compile(lower(self.program))
+                    self._value = self._build(False)
         return self._value
 
     def deriv_kernel(self) -> Kernel:
         if self._deriv is None:
             with self._lock:
                 if self._deriv is None:
-                    p = self.program
-                    n_diff = p.n_values - self.n_aux
-                    mode = autodiff.reverse if n_diff <= p.n_params else autodiff.forward
-                    self._deriv = get_backend(self.backend).compile(
-                        mode(p, lower=True, n_diff=n_diff))
+                    self._deriv = self._build(True)
         return self._deriv
+
+    def _build(self, deriv: bool) -> Kernel:
+        cache = active_cache()
+        portable = portable_backend(self.backend) if cache is not None else None
+        if cache is None or portable is None:
+            return get_backend(self.backend).compile(_derive(self.program, self.n_aux, deriv))
+        n_values, n_derivs = self.sizes(deriv)
+        expected = {"n_values": n_values, "n_derivs": n_derivs,
+                    "n_params": self.n_params, "n_inputs": self.n_inputs}
+        host = "\n".join(f"{name}={value}" for name, value in host_identity())
+        key = (f"kernel\n{host}\nbackend={self.backend}\n{portable.settings()}\n"
+               f"n_aux={self.n_aux}\nkind={'deriv' if deriv else 'value'}\n"
+               f"program={encoded_digest(self.encoded)}")
+        payload = cache.load(key)
+        if payload is not None:
+            # what a loaded kernel derives its program from, if ever asked (not the
+            # entry itself: the kernel would keep its entry alive in a cycle)
+            source = self._program if self._program is not None else self.encoded
+            try:
+                artifact = unpack_artifact(payload)
+                if all(artifact.sizes.get(k) == v for k, v in expected.items()):
+                    return portable.load(artifact, partial(_derive, source, self.n_aux, deriv),
+                                         cache)
+            except ValueError:
+                pass  # not a kernel after all: compiled again below, and overwritten
+        kernel, artifact = portable.compile_portable(
+            _derive(self.program, self.n_aux, deriv), cache)
+        artifact = type(artifact)(artifact.backend, {**artifact.sizes, **expected},
+                                  artifact.blobs)
+        cache.save(key, pack_artifact(artifact))
+        return kernel
+
+
+def _derive(program: Program | bytes, n_aux: int, deriv: bool) -> Program:
+    """The program a kernel runs: the forward program (or its encoding) lowered, or its
+    value-and-derivative program (reverse mode for few outputs, else forward mode)."""
+    if not isinstance(program, Program):
+        program = Program.from_bytes(program)
+    if not deriv:
+        return lower(program)
+    n_diff = program.n_values - n_aux
+    mode = autodiff.reverse if n_diff <= program.n_params else autodiff.forward
+    return mode(program, lower=True, n_diff=n_diff)
 
 
 class _Buffers:
@@ -109,12 +185,12 @@ class _Buffers:
 
     __slots__ = ("x", "u", "val", "der", "scratch", "call")
 
-    def __init__(self, kernel: Kernel, n_params: int, n_inputs: int) -> None:
-        program = kernel.program
+    def __init__(self, kernel: Kernel, n_params: int, n_inputs: int, n_values: int,
+                 n_derivs: int) -> None:
         self.x = np.zeros(n_params)
         self.u = np.zeros(n_inputs)
-        self.val = np.zeros(program.n_values)
-        self.der = np.zeros(program.n_derivs)
+        self.val = np.zeros(n_values)
+        self.der = np.zeros(n_derivs)
         self.scratch = np.zeros(max(kernel.n_scratch, 1))
         self.call = kernel.bind(self.x, self.u, self.val, self.der, self.scratch)
 
@@ -128,26 +204,37 @@ class CompiledFunction:
     are safe and equally fast: each thread gets its own buffers (and bound native
     call) on its first call; the native code runs with the GIL released.
 
+    It pickles (for ``multiprocessing``, ``concurrent.futures`` or a file) as its
+    program, never as machine code: see :meth:`__reduce__`.
+
     Attributes:
         params: the param leaves, in order.
         inputs: the runtime input leaves, in order.
         n_params, n_inputs, n_outputs: sizes.
         backend: the backend that runs it: ``"llvm"`` (native code), ``"vm"`` (the
             native tape VM), ``"python"`` or ``"interpreter"``.
-        program: the traced forward program (IR).
+        program: the traced forward program (IR); after unpickling it is decoded on
+            first use.
     """
 
     def __init__(self, entry: _Entry, params: Sequence[Value] = (),
-                 inputs: Sequence[Value] = ()) -> None:
+                 inputs: Sequence[Value] = (), *, requested_backend: str | None = None
+                 ) -> None:
         self._entry = entry
-        self.program = entry.program
+        self._requested_backend = entry.backend if requested_backend is None \
+            else requested_backend
         self.backend = entry.backend
         self.params = tuple(params)
         self.inputs = tuple(inputs)
-        self.n_params = entry.program.n_params
-        self.n_inputs = entry.program.n_inputs
-        self.n_outputs = entry.program.n_values - entry.n_aux
+        self.n_params = entry.n_params
+        self.n_inputs = entry.n_inputs
+        self.n_outputs = entry.n_values - entry.n_aux
         self._local = threading.local()
+
+    @property
+    def program(self) -> Program:
+        """The traced forward program (IR)."""
+        return self._entry.program
 
     # ------------------------------------------------------------------ introspection
     @property
@@ -164,6 +251,32 @@ class CompiledFunction:
         return (f"CompiledFunction(n_params={self.n_params}, n_inputs={self.n_inputs}, "
                 f"n_outputs={self.n_outputs}, backend={self.backend!r})")
 
+    # ------------------------------------------------------------------ pickling
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the forward program, never as machine code.
+
+        The pickle holds the traced program (its compact canonical encoding, about 10
+        bytes a node), the backend as requested (``"auto"`` is resolved again where it
+        is unpickled), the number of auxiliary outputs, and for each param and input
+        leaf its ``data``, ``label``, ``requires_grad`` and ``param_name``. Unpickling
+        makes *fresh* leaf Values from those, so the pickle never drags the graph that
+        built the function along, and the copy's leaves are not the original's (they
+        serve ``inputs=None`` and ``apply_compiled_gradients`` as before). It then looks
+        the program up in the kernel cache (in memory, then on disk when the disk cache
+        is on); kernels are built, or loaded, on the first call, as after ``compile``.
+        Buffers, locks and native objects are never pickled.
+
+        Example (``copy.deepcopy`` goes through the same reduction as a pickle):
+            >>> import copy, scalar_autograd as sa
+            >>> x = sa.Value(2.0, label="x")
+            >>> f = sa.compile(x * x, [x])
+            >>> g = copy.deepcopy(f)
+            >>> g.value_and_grad([3.0])[1].tolist(), g.params[0].label, g.params[0] is x
+            ([6.0], 'x', False)
+        """
+        return (_unpickle, (self._entry.encoded, self._requested_backend, self._entry.n_aux,
+                            _leaf_states(self.params), _leaf_states(self.inputs)))
+
     # ------------------------------------------------------------------ buffers
     def _buffers(self, deriv: bool) -> _Buffers:
         """This thread's buffers (made on the thread's first call, then reused)."""
@@ -171,7 +284,7 @@ class CompiledFunction:
         b: _Buffers | None = getattr(local, "d" if deriv else "v", None)
         if b is None:
             kernel = self._entry.deriv_kernel() if deriv else self._entry.value_kernel()
-            b = _Buffers(kernel, self.n_params, self.n_inputs)
+            b = _Buffers(kernel, self.n_params, self.n_inputs, *self._entry.sizes(deriv))
             setattr(local, "d" if deriv else "v", b)
         return b
 
@@ -326,9 +439,9 @@ class CompiledFunction:
         """Every value output (auxiliary ones included) and the derivatives, per row."""
         X, U = self._batch_args(X, U)
         kernel = self._entry.deriv_kernel() if deriv else self._entry.value_kernel()
-        program = kernel.program
-        V = np.empty((X.shape[0], program.n_values))
-        D = np.empty((X.shape[0], program.n_derivs))
+        n_values, n_derivs = self._entry.sizes(deriv)
+        V = np.empty((X.shape[0], n_values))
+        D = np.empty((X.shape[0], n_derivs))
         kernel.run_batch(X, U, V, D, np.zeros(max(kernel.n_scratch, 1)))
         return V, D
 
@@ -338,6 +451,33 @@ class CompiledFunction:
         if self._entry.n_aux:
             V = V[:, : self.n_outputs]
         return V, D.reshape(V.shape[0], self.n_outputs, self.n_params)
+
+
+_LeafState = tuple[float, str, bool, str | None]
+
+
+def _leaf_states(leaves: Sequence[Value]) -> tuple[_LeafState, ...]:
+    return tuple((v.data, v.label, v.requires_grad, v.param_name) for v in leaves)
+
+
+def _fresh_leaves(states: Sequence[_LeafState]) -> list[Value]:
+    leaves = []
+    for data, label, requires_grad, param_name in states:
+        v = Value(data, label, requires_grad)
+        v.param_name = param_name
+        leaves.append(v)
+    return leaves
+
+
+def _unpickle(program: bytes, backend: str, n_aux: int, params: Sequence[_LeafState],
+              inputs: Sequence[_LeafState]) -> CompiledFunction:
+    """Rebuild a pickled :class:`CompiledFunction` (see its ``__reduce__``).
+
+    ``program`` is the forward program's encoding: it is decoded only if a kernel has to
+    be built (not on a hit in the kernel cache, in memory or on disk).
+    """
+    return CompiledFunction(_entry_for(program, backend, n_aux), _fresh_leaves(params),
+                            _fresh_leaves(inputs), requested_backend=backend)
 
 
 def _fill(buf: np.ndarray, x: Any, name: str) -> None:
@@ -436,16 +576,28 @@ def _matrix(a: Any, cols: int, name: str) -> np.ndarray:
     return m
 
 
-def _entry_for(program: Program, backend: str, n_aux: int = 0) -> _Entry:
-    """The cached entry of ``program`` on the backend ``backend`` means for it.
+def _entry_for(program: Program | bytes, backend: str, n_aux: int = 0) -> _Entry:
+    """The cached entry of ``program`` (or of its encoding) on the backend ``backend``
+    means for it.
 
     The cache key holds the concrete backend name (``"auto"`` and ``"llvm"`` resolved by
     the program's size), so a program compiled to native code and the same program on
-    the VM are two entries.
+    the VM are two entries, and the program's canonical encoding (its structural key).
+
+    Raises:
+        TypeError: ``program`` is neither a Program nor bytes.
+        ValueError: bytes that do not encode a program.
     """
-    name = resolve_backend(backend, program)
+    if isinstance(program, Program):
+        key, n_instructions = program.key(), program.n_instructions
+    elif isinstance(program, bytes):
+        key, n_instructions = program, read_header(program).n_instructions
+    else:
+        raise TypeError(f"program must be a Program or its encoding (bytes); got "
+                        f"{type(program).__name__}")
+    name = resolve_backend(backend, n_instructions=n_instructions)
     return KERNELS.get_or_create(  # type: ignore[no-any-return]
-        (name, program.key(), n_aux), lambda: _Entry(program, name, n_aux))
+        (name, key, n_aux), lambda: _Entry(program, name, n_aux))
 
 
 def _check_frozen_branches(leaves: list[Value], name: str, strict: bool) -> None:
@@ -527,12 +679,13 @@ def compile(  # noqa: A001 - the public name the API asks for
     _check_frozen_branches(input_list, "inputs", strict)
     with gc_paused():             # a walk over possibly millions of Values
         program, _ = trace(out_list, param_list, input_list)
-        return CompiledFunction(_entry_for(program, backend), param_list, input_list)
+        return CompiledFunction(_entry_for(program, backend), param_list, input_list,
+                                requested_backend=backend)
 
 
 def compile_program(program: Program, backend: str = "auto") -> CompiledFunction:
     """A :class:`CompiledFunction` straight from a program (no Value graph)."""
-    return CompiledFunction(_entry_for(program, backend))
+    return CompiledFunction(_entry_for(program, backend), requested_backend=backend)
 
 
 def compile_gradient_function(
