@@ -354,7 +354,8 @@ def _svd_fn() -> str:
 
 def _inverse_fn() -> str:
     """``i1 @inverse(m, n, A, L, out)``: ``out = A^-1`` for a symmetric ``A`` by
-    Cholesky; false (and ``out`` untouched) unless every pivot is above
+    Cholesky, made exactly symmetric (its upper triangle copied from the lower one);
+    false (and ``out`` untouched) unless every pivot is above
     ``eps * max(m, n) * max_k A_kk``: nearly singular ``A`` are left to a
     pseudo-inverse (the caller's)."""
     c = Code()
@@ -401,6 +402,11 @@ def _inverse_fn() -> str:
                 c.set(s, c.f("-", c.get(s), t))
             c.store(c.f("/", c.get(s), c.load("double", "%L", c.i("+", c.i("*", i, n), i))),
                     row, i)
+    # exactly symmetric: the upper triangle is the lower one (they differ by rounding)
+    with c.for_("0", n) as i:
+        with c.for_(c.i("+", i, "1"), n) as j:
+            c.store(c.load("double", "%out", c.i("+", c.i("*", j, n), i)), "%out",
+                    c.i("+", c.i("*", i, n), j))
     return c.function("inverse", internal=True, returns="i1", default="true",
                       params="i64 %m, i64 %n, ptr %A, ptr %L, ptr %out")
 
