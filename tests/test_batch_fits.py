@@ -394,7 +394,8 @@ def test_robust_loss_rows_are_their_single_fits(spots) -> None:
     ({"sigma": np.full((6, M), np.inf)}, ValueError, r"sigma must hold positive finite"),
     ({"sigma": np.zeros(M)}, ValueError, r"sigma must hold positive finite numbers"),
     ({"f": None}, TypeError, r"f must be callable"),
-    ({"bounds": (0.0, 1.0)}, NotImplementedError, r"finite bounds"),
+    ({"bounds": (0.5, 1.0)}, ValueError, r"p0 is infeasible: p0\[0, 0\] = 1\.5 \(problem 0\) "
+                                         r"is outside its bounds \[0\.5, 1\.0\]"),
     ({"bounds": (1.0, 0.0)}, ValueError, r"lower bound must be below"),
     ({"workers": 0}, ValueError, r"`workers` must be a positive integer; got 0"),
     ({"workers": 1.5}, TypeError, r"`workers` must be a positive integer"),

@@ -8,7 +8,9 @@ whose data holds nan, or whose solve fails, gets its own status; the others fini
 When the options need the numpy loop (a robust loss, a callback, geodesic
 acceleration, more than :data:`~scalar_autograd.lsq.native_lm.MAX_NATIVE_PARAMS`
 params), every problem runs through it instead, one after another, with the same
-statuses and the same outputs.
+statuses and the same outputs. With ``bounds``, every problem is solved by the bounded
+method (scipy's Trust Region Reflective, :mod:`scalar_autograd.lsq.trf`) in numpy, one
+after another on each worker; the result's ``active_mask`` tells which bounds hold.
 
 Example:
     >>> import numpy as np, scalar_autograd as sa
@@ -34,9 +36,16 @@ import numpy as np
 from scalar_autograd.lsq import native_lm
 from scalar_autograd.lsq.levenberg_marquardt import levenberg_marquardt
 from scalar_autograd.lsq.native_lm import NOT_RUN, STATUSES, BatchOutput, NativeSolver
-from scalar_autograd.lsq.options import SolverOptions, validate_options
+from scalar_autograd.lsq.options import (
+    Bounds,
+    SolverOptions,
+    check_bounded_options,
+    validate_bounds,
+    validate_options,
+)
 from scalar_autograd.lsq.result import CovarianceWarning
 from scalar_autograd.lsq.status import Status
+from scalar_autograd.lsq.trf import trust_region_reflective
 from scalar_autograd.runtime.batch_model import (
     MAX_REMOTE_MODELS,
     problem_data,
@@ -71,6 +80,9 @@ class BatchFitResult:
         grad_norm: ``(N,)`` infinity norm of the cost's gradient at ``x``.
         interrupted: a KeyboardInterrupt stopped the batch; the problems not run have
             status ``NOT_RUN`` and their start point as ``x``.
+        active_mask: ``(N, n)`` int: -1 where a solution is at its lower bound, 1 at its
+            upper bound, 0 elsewhere (all 0 without bounds), as
+            :attr:`~scalar_autograd.LeastSquaresResult.active_mask`.
     """
 
     x: np.ndarray
@@ -83,6 +95,11 @@ class BatchFitResult:
     grad_norm: np.ndarray
     interrupted: bool = False
     STATUSES: tuple[Status, ...] = field(default=STATUSES, repr=False)
+    active_mask: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.active_mask is None:
+            self.active_mask = np.zeros(self.x.shape, dtype=int)
 
     @property
     def popt(self) -> np.ndarray:
@@ -246,15 +263,17 @@ class BatchJob:
 
     def __init__(self, model: Model, x0: np.ndarray, U: np.ndarray, u_stride: int,
                  Y: np.ndarray | None, W: np.ndarray | None, options: SolverOptions,
-                 covariance: bool = True) -> None:
+                 covariance: bool = True, bounds: Bounds | None = None) -> None:
         self.model, self.U, self.u_stride, self.Y, self.W = model, U, u_stride, Y, W
         self.options = options
+        self.bounds = bounds
         self.count = x0.shape[0]
-        self.native = native_lm.supports(options, model.n) \
+        self.native = bounds is None and native_lm.supports(options, model.n) \
             and model.function.backend == "llvm"
         self.option_array = _option_array(options)
         self.covariance = covariance
         self.out = BatchOutput.empty(x0, model.m, covariance=covariance)
+        self.active = np.zeros((self.count, model.n), dtype=int)
 
     # ------------------------------------------------------------------ here
     def solve(self, start: int, stop: int) -> None:
@@ -288,7 +307,11 @@ class BatchJob:
             return r, J
 
         x0 = out.x[i].copy()
-        result = levenberg_marquardt(rj, lambda x: rj(x)[0], x0.copy(), self.options)
+        if self.bounds is None:
+            result = levenberg_marquardt(rj, lambda x: rj(x)[0], x0.copy(), self.options)
+        else:
+            result = trust_region_reflective(rj, lambda x: rj(x)[0], x0.copy(),
+                                             self.bounds[0], self.bounds[1], self.options)
         covariance = None
         if self.covariance and out.covariance is not None \
                 and result.status is not Status.NONFINITE_INITIAL:
@@ -301,6 +324,7 @@ class BatchJob:
             out.grad_norm[i] = result.grad_norm
             if covariance is not None and out.covariance is not None:
                 out.covariance[i] = covariance
+            self.active[i] = result.active_mask
             out.status[i] = STATUSES.index(result.status)
         except KeyboardInterrupt:       # stopped while storing: leave the problem not run
             self._unstore(i, x0)
@@ -313,6 +337,7 @@ class BatchJob:
         out.x[i] = x0
         out.cost[i] = out.grad_norm[i] = np.nan
         out.iterations[i] = out.nfev[i] = out.njev[i] = 0
+        self.active[i] = 0
         if out.covariance is not None:
             out.covariance[i] = np.nan
 
@@ -324,10 +349,14 @@ class BatchJob:
         Y = self.Y if self.Y is None or self.Y.ndim == 1 else self.Y[start:stop]
         W = self.W if self.W is None or self.W.ndim == 1 else self.W[start:stop]
         return solve_chunk, (self.model.spec(), self.out.x[start:stop].copy(), U,
-                             self.u_stride, Y, W, self.options, self.covariance)
+                             self.u_stride, Y, W, self.options, self.covariance, self.bounds)
 
     def merge(self, start: int, stop: int, result: BatchOutput) -> None:
-        """Store a chunk solved elsewhere."""
+        """Store a chunk solved elsewhere (with its active bounds when it is a
+        :class:`ChunkOutput`)."""
+        active = getattr(result, "active_mask", None)
+        if active is not None:
+            self.active[start:stop] = active
         out = self.out
         for name in ("x", "cost", "status", "iterations", "nfev", "njev", "grad_norm",
                      "covariance"):
@@ -362,7 +391,8 @@ class BatchJob:
                           "determine", CovarianceWarning, stacklevel=3)
         return BatchFitResult(x=out.x, pcov=pcov, cost=out.cost, status=out.status,
                               iterations=out.iterations, nfev=out.nfev, njev=out.njev,
-                              grad_norm=out.grad_norm, interrupted=interrupted)
+                              grad_norm=out.grad_norm, interrupted=interrupted,
+                              active_mask=self.active)
 
     def _pseudo_inverses(self, rows: np.ndarray, pcov: np.ndarray) -> None:
         """``pinv(J^T J)`` from the Jacobian recomputed at each of ``rows``' solution
@@ -400,14 +430,44 @@ def _pinv_normal(J: np.ndarray) -> np.ndarray:
     return np.asarray((VT.T / s**2) @ VT)
 
 
+@dataclass
+class ChunkOutput(BatchOutput):
+    """A chunk's :class:`~scalar_autograd.lsq.native_lm.BatchOutput` with the active
+    bounds of its problems (``(N, n)``; None without bounds)."""
+
+    active_mask: np.ndarray | None = None
+
+
 def solve_chunk(spec: tuple[Any, int, str], x0: np.ndarray, U: np.ndarray, u_stride: int,
                 Y: np.ndarray | None, W: np.ndarray | None, options: SolverOptions,
-                covariance: bool) -> BatchOutput:
+                covariance: bool, bounds: Bounds | None = None) -> ChunkOutput:
     """Solve one chunk in this process (an executor's task): the model is rebuilt
     from its program once per process, then the chunk is solved on one thread."""
-    job = BatchJob(_remote_model(spec), x0, U, u_stride, Y, W, options, covariance)
+    job = BatchJob(_remote_model(spec), x0, U, u_stride, Y, W, options, covariance,
+                   bounds)
     job.solve(0, job.count)
-    return job.out
+    return ChunkOutput(**vars(job.out),
+                       active_mask=None if bounds is None else job.active)
+
+
+def batch_bounds(bounds: Any, start: np.ndarray, options: SolverOptions,
+                 name: str = "x0") -> Bounds | None:
+    """``bounds`` shared by every problem, checked (scipy's rules, the bounded
+    method's options) with every problem's start ``start`` (``(N, n)``) within them."""
+    limits = validate_bounds(bounds, start.shape[1])
+    if limits is None:
+        return None
+    check_bounded_options(options)
+    lower, upper = limits
+    inside = (start >= lower) & (start <= upper)
+    if not np.all(inside):
+        i, j = (int(k) for k in np.argwhere(~inside)[0])
+        problems = int(np.count_nonzero(~np.all(inside, axis=1)))
+        raise ValueError(f"{name} is infeasible: {name}[{i}, {j}] = {float(start[i, j])!r} "
+                         f"(problem {i}) is outside its bounds [{float(lower[j])!r}, "
+                         f"{float(upper[j])!r}] ({problems} problem(s) start outside); "
+                         f"start inside the bounds (scipy's least_squares raises too)")
+    return limits
 
 
 # ---------------------------------------------------------------------------- public API
@@ -432,6 +492,7 @@ def batch_least_squares(
     executor: Any = None,
     chunk_size: int | None = None,
     progress: bool | None = None,
+    bounds: Any = None,
     **options: Any,
 ) -> BatchFitResult:
     """Solve ``N`` independent least-squares problems of one shape.
@@ -453,6 +514,11 @@ def batch_least_squares(
         chunk_size: problems per chunk (the unit of progress, interruption and of
             work sent to an executor).
         progress: show a progress bar on stderr (None: once the batch runs for 2 s).
+        bounds: ``(lower, upper)`` shared by every problem (scalars or ``(n,)``
+            arrays, ``-inf``/``inf`` for none; scipy ``least_squares``'s rules): each
+            problem is then solved by the bounded method (scipy's ``trf``, in numpy),
+            every start must lie within them, and the result's ``active_mask`` tells
+            which bounds hold.
         **options: the solver options of :func:`scalar_autograd.nonlinear_least_squares`
             (``max_iterations``, ``cost_tolerance``, ``param_tolerance``,
             ``gradient_tolerance``, ``initial_damping``, ``loss``, ...).
@@ -488,6 +554,7 @@ def batch_least_squares(
     n = start.shape[1]
     if n == 0:
         raise ValueError("x0 must hold at least one parameter")
+    limits = batch_bounds(bounds, start, opts)
 
     def build(params: list[Value], inputs: list[Value]) -> Sequence[Any]:
         out = residual_fn(params, *split_rows(inputs, arrays, widths))
@@ -499,7 +566,7 @@ def batch_least_squares(
     model = trace_model(build, n, sum(widths), 1, f"residual_fn {name!r}")
     U = stack_rows(arrays, count)
     job = BatchJob(model, np.ascontiguousarray(start, dtype=float), U,
-                   sum(widths), None, None, opts)
+                   sum(widths), None, None, opts, bounds=limits)
     interrupted = fan_out(job, workers=workers, executor=executor, chunk_size=chunk_size,
                           progress=progress, noun="problems")
     return job.result(interrupted)

@@ -23,6 +23,28 @@ that depends on the params raise :class:`~scalar_autograd.ConcretizationError`
 naming the line. A branch on ``p.data`` (a plain float) cannot be seen and stays frozen:
 branch on the ``Value``, or use ``sa.where``.
 
+**Small problems, one kernel.** When the residuals do not form one group that the
+native Levenberg-Marquardt loop can run (one kernel whose rows read every param in
+order, :func:`~scalar_autograd.lsq.native_lm.plan`), the problem is dense with at most
+:data:`~scalar_autograd.lsq.native_lm.MAX_NATIVE_PARAMS` params, and tracing every
+residual into ONE program costs no more than about twice the groups' programs (the
+residuals share subexpressions, as the x, y and z of a forward-kinematics chain do,
+instead of being many copies of one expression), all residuals are traced into one
+program instead: one kernel of one row, which the native loop runs whole. Its
+constants are lifted to inputs (``pow`` exponents excepted), so a re-trace with other
+numbers finds the compiled kernel in the cache.
+
+**Runtime inputs.** ``inputs`` are leaf Values that ``residual_fn`` reads (by closure)
+whose ``.data`` may change between solves (a target, a measurement). They are traced as
+inputs of the kernels, never frozen as constants: in a grouped kernel they are columns
+of the per-row data, in the single kernel its first inputs, and branches on them are
+guarded like branches on the params (the guard function takes them too).
+:meth:`CompiledOracle.refresh_inputs` reads their ``.data`` into every specialisation,
+so a new solve needs no trace. One exception: an input that is the exponent of ``**``
+in every row of a group is compiled in as a constant (``x ** 2.0`` becomes ``x * x``);
+the oracle remembers its value and traces anew when it changes. Every other number
+``residual_fn`` reads is frozen at the trace: declare it an input if it changes.
+
 Every specialisation has the same number of residuals and the same Jacobian kind:
 dense or sparse is decided at the first trace (``linear_solver``, or the density of its
 Jacobian, :func:`~scalar_autograd.lsq.assembly.sparse_for`) and kept, because the
@@ -54,15 +76,25 @@ from typing import Any
 
 import numpy as np
 
-from scalar_autograd.graph import gc_paused
+from scalar_autograd.graph import gc_paused, post_order
 from scalar_autograd.lsq.assembly import Assembler, KernelBlock, sparse_for
+from scalar_autograd.lsq.native_lm import MAX_NATIVE_PARAMS
 from scalar_autograd.lsq.params import check_residuals
 from scalar_autograd.runtime import group_residuals
+from scalar_autograd.runtime.grouping import ResidualGroup
 from scalar_autograd.runtime.jit import MAX_SPECIALIZATIONS
 from scalar_autograd.tracing import Guard, tracing
 from scalar_autograd.value import Value
 
 ResidualFn = Callable[[list[Value]], Sequence[Value]]
+
+SINGLE_KERNEL_GROWTH = 2.0
+"""Trace all residuals into one kernel when its program is at most this many times the
+size of the groups' programs (plus :data:`SINGLE_KERNEL_SLACK` nodes) ..."""
+SINGLE_KERNEL_SLACK = 64
+"""... (see the module docstring, "Small problems, one kernel"). Measured: 64 copies of
+a 27-op model traced into one program took 115 ms to compile against 2 ms for its one
+group, so many copies of one expression stay grouped."""
 
 
 
@@ -73,7 +105,8 @@ class GuardCheck:
     ``x`` (one copy of ``x`` and one native call of the indicator's value kernel).
     """
 
-    def __init__(self, guards: list[Guard], params: list[Value]) -> None:
+    def __init__(self, guards: list[Guard], params: list[Value],
+                 inputs: Sequence[Value] = ()) -> None:
         from scalar_autograd.ir.trace import trace as trace_program
         from scalar_autograd.runtime.compiled import CompiledFunction, _entry_for
         from scalar_autograd.runtime.jit import guard_indicator
@@ -82,30 +115,59 @@ class GuardCheck:
         if indicator is None:
             raise ValueError("GuardCheck needs at least one guard")
         with gc_paused():
-            program, _ = trace_program([indicator], params)
+            program, _ = trace_program([indicator], params, inputs)
         # the indicator is an auxiliary output: evaluated, never differentiated
-        self.function = CompiledFunction(_entry_for(program, "auto", n_aux=1), params)
+        self.function = CompiledFunction(_entry_for(program, "auto", n_aux=1), params,
+                                         inputs)
         self.pattern = [(g.site, g.taken) for g in guards]
+        self.u = np.array([v.data for v in inputs], dtype=float)
+
+    def refresh(self, u: np.ndarray) -> None:
+        """Take ``u`` as the inputs' values from now on."""
+        self.u[:] = u
 
     def __call__(self, x: np.ndarray) -> bool:
         b = self.function._buffers(False)  # this thread's buffers, bound once
         b.x[:] = x
+        if self.u.size:
+            b.u[:] = self.u
         b.call()
         return b.val.item(0) == 1.0
+
+
+class _InputSlots:
+    """Where the runtime inputs sit in one kernel block's per-row data: flat positions
+    of ``block.data`` and, for each, the index of the input whose value goes there."""
+
+    def __init__(self, block: KernelBlock, positions: np.ndarray, which: np.ndarray) -> None:
+        self.block = block
+        self.positions = positions
+        self.which = which
+
+    def refresh(self, u: np.ndarray) -> None:
+        self.block.data.reshape(-1)[self.positions] = u[self.which]
 
 
 class _Specialization:
     """One traced branch pattern: its assembled kernels and the check of its guards."""
 
     def __init__(self, assembler: Assembler, constant_rows: list[int],
-                 check: GuardCheck | None) -> None:
+                 check: GuardCheck | None, slots: list[_InputSlots]) -> None:
         self.assembler = assembler
         self.constant_rows = constant_rows
         self.n_groups = len(assembler.blocks)
         self.check = check
+        self.slots = slots
         # (site, taken) of every guard: a re-trace that finds this same pattern (the
         # compiled check and the eager trace disagreeing by rounding) reuses this one
         self.pattern: list[tuple[str, bool]] = [] if check is None else check.pattern
+
+    def refresh(self, u: np.ndarray) -> None:
+        """Write the inputs' values ``u`` into the kernels' data and the guard check."""
+        for slot in self.slots:
+            slot.refresh(u)
+        if self.check is not None:
+            self.check.refresh(u)
 
 
 class CompiledOracle:
@@ -120,6 +182,9 @@ class CompiledOracle:
             ``"schur"`` (sparse).
         max_specializations: branch patterns compiled before
             :class:`~scalar_autograd.SpecializationLimitError`.
+        inputs: leaf Values read by ``residual_fn`` whose ``.data`` may change: traced
+            as runtime inputs (see the module docstring); call
+            :meth:`refresh_inputs` after changing them.
 
     Attributes:
         m, n: residuals and parameters.
@@ -133,27 +198,59 @@ class CompiledOracle:
     """
 
     def __init__(self, params: list[Value], residual_fn: ResidualFn, linear_solver: str,
-                 *, max_specializations: int = MAX_SPECIALIZATIONS) -> None:
+                 *, max_specializations: int = MAX_SPECIALIZATIONS,
+                 inputs: Sequence[Value] = ()) -> None:
         self.params = params
+        self.inputs = list(inputs)
         self.residual_fn = residual_fn
         self.n = len(params)
         self.max_specializations = max_specializations
-        residuals, guards = self._trace()
-        self.m = len(residuals)
         # None: by the first specialisation's density, then kept for every other
         self._sparse = sparse_for(linear_solver)
+        self._baked: dict[int, float] = {}
+        self._u = np.array([v.data for v in self.inputs], dtype=float)
+        residuals, guards = self._trace()
+        self.m = len(residuals)
+        self._start(residuals, guards)
+
+    def _start(self, residuals: list[Value], guards: list[Guard]) -> None:
         first = self._build(residuals, guards)
         self._specs = [first]
         # no branches: one specialisation, valid everywhere; no guard is ever evaluated
         self._unguarded: Assembler | None = first.assembler if first.check is None else None
         self._current = first
 
+    # ------------------------------------------------------------------ inputs
+    def refresh_inputs(self) -> None:
+        """Read the inputs' ``.data`` into every compiled specialisation (no trace),
+        unless an input compiled in as a constant (a ``**`` exponent) changed: then
+        ``residual_fn`` is traced again at the params' current ``.data``."""
+        if not self.inputs:
+            return
+        u = np.array([v.data for v in self.inputs], dtype=float)
+        if any(not _same(u[i], value) for i, value in self._baked.items()):
+            self._baked = {}
+            self._u = u
+            residuals, guards = self._trace()
+            if len(residuals) != self.m:
+                raise ValueError(
+                    f"residual_fn must return the same number of residuals every call; "
+                    f"first {self.m}, now {len(residuals)}")
+            self._start(residuals, guards)
+            return
+        if np.array_equal(u, self._u, equal_nan=True):
+            return
+        self._u = u
+        for spec in self._specs:
+            spec.refresh(u)
+
     # ------------------------------------------------------------------ tracing
     def _trace(self) -> tuple[list[Value], list[Guard]]:
-        """``residual_fn(params)`` at the params' current ``.data``, under a trace."""
+        """``residual_fn(params)`` at the params' current ``.data``, under a trace of
+        the params and the inputs."""
         from scalar_autograd.runtime.jit import _distinct
 
-        with gc_paused(), tracing(self.params) as t:
+        with gc_paused(), tracing(self.params + self.inputs) as t:
             # inside the trace: a generator's body runs while it is consumed
             residuals = check_residuals(self.residual_fn(self.params))
         return residuals, _distinct(t.guards)  # one guard per distinct value asked about
@@ -162,16 +259,102 @@ class CompiledOracle:
         params = self.params
         with gc_paused():          # many small graphs: see graph.gc_paused
             constant_rows = [i for i, r in enumerate(residuals) if not r.requires_grad]
-            blocks: list[KernelBlock] = []
-            for g in group_residuals(residuals, params):
-                rows = np.asarray(g.rows, dtype=np.int64).reshape(-1, 1)
-                index = np.asarray(g.param_index, dtype=np.int64).reshape(rows.shape[0], -1)
-                data = np.asarray(g.data, dtype=float).reshape(rows.shape[0], -1)
-                blocks.append(KernelBlock(g.function, rows, index, data))
-            check = GuardCheck(guards, params) if guards else None
+            groups = group_residuals(residuals, params)
+            single = self._single_kernel(residuals, groups)
+            if single is not None:
+                blocks, slots = single
+            else:
+                blocks, slots = self._grouped(residuals, groups)
+            check = GuardCheck(guards, params, self.inputs) if guards else None
         assembler = Assembler.of(blocks, self.m, self.n, self._sparse)
         self._sparse = assembler.sparse
-        return _Specialization(assembler, constant_rows, check)
+        return _Specialization(assembler, constant_rows, check, slots)
+
+    def _grouped(self, residuals: list[Value], groups: list[ResidualGroup]
+                 ) -> tuple[list[KernelBlock], list[_InputSlots]]:
+        """One kernel block per group of structurally identical residuals, and where
+        the inputs sit in their data."""
+        blocks: list[KernelBlock] = []
+        slots: list[_InputSlots] = []
+        input_of = {id(v): i for i, v in enumerate(self.inputs)}
+        param_ids = {id(p) for p in self.params}
+        for g in groups:
+            rows = np.asarray(g.rows, dtype=np.int64).reshape(-1, 1)
+            index = np.asarray(g.param_index, dtype=np.int64).reshape(rows.shape[0], -1)
+            data = np.array(g.data, dtype=float).reshape(rows.shape[0], -1)
+            block = KernelBlock(g.function, rows, index, data)
+            blocks.append(block)
+            if input_of:
+                slot = self._input_slots(residuals, g, block, input_of, param_ids)
+                if slot is not None:
+                    slots.append(slot)
+        return blocks, slots
+
+    def _input_slots(self, residuals: list[Value], g: ResidualGroup, block: KernelBlock,
+                     input_of: dict[int, int], param_ids: set[int]) -> _InputSlots | None:
+        """Where the inputs sit in a group's data (the lifted leaves of each row, in the
+        order :func:`~scalar_autograd.runtime.group_residuals` lifts them: the
+        post-order of the row's residual); inputs kept as constants are remembered."""
+        leaves = [[node for node in post_order([residuals[int(row)]])
+                   if node.op is None and id(node) not in param_ids] for row in g.rows]
+        which = np.array([[input_of.get(id(leaf), -1) for leaf in row] for row in leaves],
+                         dtype=np.int64).reshape(len(leaves), -1)
+        if not np.any(which >= 0):
+            return None
+        width = which.shape[1]
+        if width != block.data.shape[1]:
+            # columns kept as constants: pow exponents equal in every row (grouping's
+            # rule); an input among them is compiled in
+            first = residuals[int(g.rows[0])]
+            exponents = {id(node.args[1]) for node in post_order([first])
+                         if node.op is not None and node.op.name == "pow"}
+            values = np.array([[leaf.data for leaf in row] for row in leaves], dtype=float)
+            bits = values.view(np.int64)
+            uniform = np.all(bits == bits[:1], axis=0)
+            keep = np.array([bool(uniform[j]) and id(leaves[0][j]) in exponents
+                             for j in range(width)], dtype=bool)
+            if width - int(np.count_nonzero(keep)) != block.data.shape[1]:
+                # not grouping's rule after all: every input counts as compiled in
+                for i, v in enumerate(self.inputs):
+                    self._baked[i] = v.data
+                return None
+            for i in np.unique(which[:, keep]).tolist():
+                if i >= 0:
+                    self._baked[i] = self.inputs[i].data
+            which = which[:, ~keep]
+        flat = which.reshape(-1)
+        positions = np.flatnonzero(flat >= 0)
+        return _InputSlots(block, positions, flat[positions])
+
+    def _single_kernel(self, residuals: list[Value], groups: list[ResidualGroup]
+                       ) -> tuple[list[KernelBlock], list[_InputSlots]] | None:
+        """Every residual in one kernel of one row (module docstring), or None when
+        the groups already suit the native loop, the problem is sparse or large, or
+        one program would cost much more than the groups'."""
+        from scalar_autograd.ir.trace import trace
+        from scalar_autograd.runtime.compiled import compile_program
+
+        m, n = self.m, self.n
+        if self._sparse or n > MAX_NATIVE_PARAMS or _native_ready(groups, m, n):
+            return None
+        grouped = sum(g.function.program.n_instructions for g in groups)
+        order = post_order(residuals)
+        ops = sum(1 for node in order if node.op is not None)
+        if ops > SINGLE_KERNEL_GROWTH * grouped + SINGLE_KERNEL_SLACK:
+            return None
+        fixed = {id(p) for p in self.params} | {id(v) for v in self.inputs}
+        # pow exponents stay constants (x ** 2.0 becomes x * x), as in the groups
+        exponents = {id(node.args[1]) for node in order
+                     if node.op is not None and node.op.name == "pow"
+                     and node.args[1].op is None and id(node.args[1]) not in fixed}
+        program, lifted = trace(residuals, self.params, self.inputs, lift_constants=True,
+                                keep_constants=exponents)
+        data = np.array([[v.data for v in self.inputs] + list(lifted)], dtype=float)
+        block = KernelBlock(compile_program(program), np.arange(m, dtype=np.int64)[None, :],
+                            np.arange(n, dtype=np.int64)[None, :], data)
+        k = len(self.inputs)
+        slots = [_InputSlots(block, np.arange(k), np.arange(k))] if k else []
+        return [block], slots
 
     def _retrace(self, x: np.ndarray) -> _Specialization:
         """Trace ``residual_fn`` at ``x`` (the params' ``.data`` is restored after)."""
@@ -278,3 +461,20 @@ class CompiledOracle:
         if unguarded is not None:
             return unguarded.residuals_and_jacobian(x)
         return self._select(x).residuals_and_jacobian(x)
+
+
+def _native_ready(groups: list[ResidualGroup], m: int, n: int) -> bool:
+    """Whether the groups are one kernel the native loop runs as it stands: every
+    residual in order, every row reading all ``n`` params in order (see
+    :func:`~scalar_autograd.lsq.native_lm.plan`)."""
+    if len(groups) != 1:
+        return False
+    g = groups[0]
+    index = np.asarray(g.param_index)
+    return (index.shape == (m, n) and np.array_equal(np.asarray(g.rows), np.arange(m))
+            and bool(np.all(index == np.arange(n))))
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal as numbers, nan equal to nan."""
+    return bool(a == b or (a != a and b != b))

@@ -20,8 +20,12 @@ default ``lm`` only approximates for a singular ``J``), multiplied by
 factorisation, for one fit as for a batch, and the SVD route is taken only for nearly
 singular ``J^T J``; either way ``pcov`` is made exactly symmetric.
 
-Bounds (``bounds=(lower, upper)`` other than ``(-inf, inf)``) need the bounded trust
-region solver, which does not exist yet; they raise ``NotImplementedError``.
+Bounds (``bounds=(lower, upper)`` with a finite bound) take scipy's route: its
+``curve_fit`` then calls ``least_squares(method="trf")``, and so the fit here is the
+Trust Region Reflective method of :mod:`scalar_autograd.lsq.trf` (in numpy, on the
+compiled model), ``p0`` must lie within the bounds (``None``: scipy's feasible start,
+the middle of a finite box, one inside a one-sided bound, 1 elsewhere), and ``pcov``
+is always the SVD rule above (scipy's for ``trf``). Bounds all infinite are no bounds.
 
 Example:
     >>> import numpy as np, scalar_autograd as sa
@@ -53,13 +57,21 @@ from scalar_autograd.lsq.batch import (
     _option_array,
     _pinv_normal,
     _symmetric,
+    batch_bounds,
     solver_options,
     trace_model,
 )
 from scalar_autograd.lsq.levenberg_marquardt import levenberg_marquardt
 from scalar_autograd.lsq.native_lm import STATUSES, BatchOutput
-from scalar_autograd.lsq.options import SolverOptions
+from scalar_autograd.lsq.options import (
+    Bounds,
+    SolverOptions,
+    check_bounded_options,
+    check_feasible,
+    validate_bounds,
+)
 from scalar_autograd.lsq.result import CovarianceWarning
+from scalar_autograd.lsq.trf import trust_region_reflective
 from scalar_autograd.runtime.fanout import fan_out
 from scalar_autograd.value import Value
 
@@ -144,24 +156,24 @@ def _options(options: dict[str, Any]) -> SolverOptions:
 _UNBOUNDED = (-math.inf, math.inf)
 
 
-def _check_bounds(bounds: Any, n: int) -> None:
+def _check_bounds(bounds: Any, n: int) -> Bounds | None:
+    """``bounds`` by scipy's rules (:func:`~scalar_autograd.lsq.options.validate_bounds`);
+    None when there are none."""
     if bounds is _UNBOUNDED:
-        return
-    try:
-        lower, upper = bounds
-        lo = np.broadcast_to(np.asarray(lower, dtype=float), (n,))
-        hi = np.broadcast_to(np.asarray(upper, dtype=float), (n,))
-    except (TypeError, ValueError):
-        raise ValueError(f"bounds must be a pair (lower, upper) of scalars or arrays of "
-                         f"length {n}; got {bounds!r:.80}") from None
-    if np.any(lo >= hi):
-        raise ValueError(f"bounds: each lower bound must be below its upper bound; got "
-                         f"lower {lo.tolist()}, upper {hi.tolist()}")
-    if np.any(np.isfinite(lo)) or np.any(np.isfinite(hi)):
-        raise NotImplementedError(
-            "finite bounds need the bounded trust-region least-squares solver, which is "
-            "not built yet; fit without bounds, or reparametrise (e.g. p = exp(q) for "
-            "p > 0)")
+        return None
+    return validate_bounds(bounds, n)
+
+
+def _feasible_start(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """scipy ``curve_fit``'s start for ``p0=None`` with bounds: the middle of a finite
+    box, one inside a one-sided bound, 1 where unbounded."""
+    p0 = np.ones_like(lower)
+    low, high = np.isfinite(lower), np.isfinite(upper)
+    both = low & high
+    p0[both] = 0.5 * (lower[both] + upper[both])
+    p0[low & ~high] = lower[low & ~high] + 1
+    p0[~low & high] = upper[~low & high] - 1
+    return p0
 
 
 def _xdata(xdata: Any, m: int | None, name: str = "xdata") -> tuple[np.ndarray, int]:
@@ -213,7 +225,9 @@ def curve_fit(
         absolute_sigma: ``sigma`` is absolute (``pcov`` is not rescaled by the
             residual variance).
         check_finite: raise on nan or inf in ``xdata``/``ydata`` (scipy's default).
-        bounds: only ``(-inf, inf)`` for now (see the module docstring).
+        bounds: ``(lower, upper)``, scalars or arrays of ``n``, ``-inf``/``inf`` for
+            none (scipy's): with a finite bound the fit is scipy's ``trf`` method (see
+            the module docstring); ``p0`` must lie within them.
         **options: solver options (``max_iterations``, ``cost_tolerance``,
             ``param_tolerance``, ``gradient_tolerance``, ``loss``, ...) or scipy's
             ``ftol``, ``xtol``, ``gtol``, ``maxfev``.
@@ -225,7 +239,17 @@ def curve_fit(
         RuntimeError: the fit did not converge (scipy's "Optimal parameters not
             found"), naming the status.
         ValueError, TypeError: bad arguments (named), non-finite data with
-            ``check_finite``, or a model that branches in Python on its values.
+            ``check_finite``, a model that branches in Python on its values, bad
+            bounds or a ``p0`` outside them ("p0 is infeasible").
+
+    Example (a decay rate bounded below by 0.5 while the data want 0.3):
+        >>> import numpy as np, scalar_autograd as sa
+        >>> t = np.linspace(0, 4, 40)
+        >>> popt, pcov = sa.curve_fit(lambda x, a, k: a * sa.exp(-k * x), t,
+        ...                           2.0 * np.exp(-0.3 * t), p0=[1.0, 1.0],
+        ...                           bounds=([0.0, 0.5], [10.0, 5.0]))
+        >>> round(float(popt[1]), 9)
+        0.5
     """
     popt, pcov, _ = _fit_one(f, xdata, ydata, p0, sigma, absolute_sigma, check_finite,
                              bounds, options)
@@ -237,11 +261,16 @@ def _fit_one(f: Callable[..., Any], xdata: Any, ydata: Any, p0: Any, sigma: Any,
              options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, BatchOutput]:
     _check_callable(f)
     n = _n_params(f, p0)
-    start = np.ones(n) if p0 is None else _real_array(p0, "p0").reshape(-1)
     if n == 0:
         raise ValueError("p0 must hold at least one parameter; got an empty p0")
-    _check_bounds(bounds, n)
+    limits = _check_bounds(bounds, n)
+    if p0 is not None:
+        start = _real_array(p0, "p0").reshape(-1)
+    else:
+        start = np.ones(n) if limits is None else _feasible_start(*limits)
     opts = _options(options)
+    if limits is not None:
+        check_bounded_options(opts)
     X, k = _xdata(xdata, None)
     m = X.shape[0]
     y = _real_array(ydata, "ydata")
@@ -253,16 +282,20 @@ def _fit_one(f: Callable[..., Any], xdata: Any, ydata: Any, p0: Any, sigma: Any,
                          f"fit anyway)")
     if not np.all(np.isfinite(start)):
         raise ValueError(f"p0 must be finite; got {start.tolist()}")
+    if limits is not None:
+        check_feasible(start, limits, "p0")
     model = model_for(f, k, n).with_rows(m)
     sigma_arr = None if sigma is None else _real_array(sigma, "sigma")
     if sigma_arr is not None and sigma_arr.size == 1:      # scipy: one sigma for all
         sigma_arr = np.full(m, sigma_arr.item())
     W = None
     if sigma_arr is not None and sigma_arr.ndim == 2:
-        out = _fit_covariance_sigma(model, X, y, sigma_arr, start, opts)
+        out = _fit_covariance_sigma(model, X, y, sigma_arr, start, opts, limits)
     else:
         W = _weights(sigma_arr, (m,))
-        if native_lm.supports(opts, n) and model.function.backend == "llvm":
+        if limits is not None:
+            out = _fit_bounded(model, X, y, W, start, opts, limits)
+        elif native_lm.supports(opts, n) and model.function.backend == "llvm":
             # one problem: this thread's bound buffers, one native call
             values = _option_array(opts)
             out = native_lm.single_solve(model.solver(), m).solve(
@@ -306,10 +339,37 @@ def _weighted_jacobian(model: Model, X: np.ndarray, p: np.ndarray,
     return J if W is None else J * W[:, None]
 
 
+def _fit_bounded(model: Model, X: np.ndarray, y: np.ndarray, W: np.ndarray | None,
+                 start: np.ndarray, opts: SolverOptions, limits: Bounds) -> BatchOutput:
+    """A bounded fit: residuals ``(f - y) / sigma``, scipy's ``trf`` method."""
+    m = X.shape[0]
+
+    def rj(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        V, J = model.function.batch_jacobian(np.broadcast_to(p, (m, p.size)), X)
+        r, Jm = V.reshape(-1) - y, J.reshape(m, -1)
+        if W is not None:
+            r, Jm = r * W, Jm * W[:, None]
+        return r, Jm
+
+    return _output(trust_region_reflective(rj, lambda p: rj(p)[0], start, limits[0],
+                                           limits[1], opts), start, m)
+
+
+def _output(result: Any, start: np.ndarray, m: int) -> BatchOutput:
+    """A :class:`~scalar_autograd.LeastSquaresResult` as a one-row
+    :class:`~scalar_autograd.lsq.native_lm.BatchOutput` (with its Jacobian)."""
+    out = BatchOutput.empty(start.reshape(1, -1), m)
+    out.x[0], out.cost[0] = result.x, result.cost
+    out.status[0] = STATUSES.index(result.status)
+    out.jacobian = np.asarray(result.jacobian).reshape(1, m, -1)
+    return out
+
+
 def _fit_covariance_sigma(model: Model, X: np.ndarray, y: np.ndarray, sigma: np.ndarray,
-                          start: np.ndarray, opts: SolverOptions) -> BatchOutput:
+                          start: np.ndarray, opts: SolverOptions,
+                          limits: Bounds | None = None) -> BatchOutput:
     """A fit with a covariance matrix ``sigma``: residuals ``L^-1 (f - y)`` with
-    ``sigma = L L^T`` (scipy's transform), by the numpy loop."""
+    ``sigma = L L^T`` (scipy's transform), by the numpy loop (``trf`` with bounds)."""
     m = X.shape[0]
     if sigma.shape != (m, m):
         raise ValueError(f"sigma must have shape ({m},) or ({m}, {m}); got {sigma.shape}")
@@ -326,12 +386,12 @@ def _fit_covariance_sigma(model: Model, X: np.ndarray, y: np.ndarray, sigma: np.
         return (solve_triangular(L, V.reshape(-1) - y, lower=True),
                 solve_triangular(L, J.reshape(m, -1), lower=True))
 
-    result = levenberg_marquardt(rj, lambda p: rj(p)[0], start, opts)
-    out = BatchOutput.empty(start.reshape(1, -1), m)
-    out.x[0], out.cost[0] = result.x, result.cost
-    out.status[0] = STATUSES.index(result.status)
-    out.jacobian = np.asarray(result.jacobian).reshape(1, m, -1)
-    return out
+    if limits is None:
+        result = levenberg_marquardt(rj, lambda p: rj(p)[0], start, opts)
+    else:
+        result = trust_region_reflective(rj, lambda p: rj(p)[0], start, limits[0],
+                                         limits[1], opts)
+    return _output(result, start, m)
 
 
 def batch_curve_fit(
@@ -361,7 +421,9 @@ def batch_curve_fit(
         sigma: ``(m,)`` shared or ``(N, m)`` per fit standard deviations (or a
             scalar for every sample of every fit).
         absolute_sigma: as :func:`curve_fit`.
-        bounds: only ``(-inf, inf)`` for now.
+        bounds: ``(lower, upper)`` shared by every fit (as :func:`curve_fit`'s): each
+            fit is then scipy's ``trf`` method, in numpy, and every row of ``p0`` must
+            lie within them; the result's ``active_mask`` tells which bounds hold.
         workers: threads (None: every core); ignored with ``executor``.
         executor: a ``concurrent.futures.Executor`` or a Dask ``Client.get_executor()``
             to fan the chunks out to (the model travels as its program).
@@ -391,7 +453,6 @@ def batch_curve_fit(
         raise ValueError(f"p0 must have shape (n,) or (N, n) with n >= 1 params; got "
                          f"{n_p0.shape}")
     n = n_p0.shape[-1]
-    _check_bounds(bounds, n)
     opts = _options(options)
     Y = _real_array(ydata, "ydata")
     if Y.ndim != 2:
@@ -416,6 +477,7 @@ def batch_curve_fit(
     start = np.broadcast_to(n_p0, (count, n)) if n_p0.ndim == 1 else n_p0
     if start.shape != (count, n):
         raise ValueError(f"p0 must have shape ({n},) or ({count}, {n}); got {n_p0.shape}")
+    limits = None if bounds is _UNBOUNDED else batch_bounds(bounds, start, opts, "p0")
     W = None
     if sigma is not None:
         s = _real_array(sigma, "sigma")
@@ -433,7 +495,7 @@ def batch_curve_fit(
                        f"({count}, {m})")
         raise
     job = BatchJob(model, np.ascontiguousarray(start, dtype=float), np.ascontiguousarray(U),
-                   u_stride, np.ascontiguousarray(Y), W, opts)
+                   u_stride, np.ascontiguousarray(Y), W, opts, bounds=limits)
     interrupted = fan_out(job, workers=workers, executor=executor, chunk_size=chunk_size,
                           progress=progress, noun="fits")
     return job.result(interrupted, absolute_sigma=absolute_sigma)

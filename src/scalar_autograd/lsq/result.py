@@ -48,7 +48,9 @@ class LeastSquaresResult:
             ``2 * cost``).
         residuals: the residual vector at ``x``, shape ``(m,)``.
         grad_norm: infinity norm of the gradient of ``cost`` at ``x`` (scipy's
-            ``optimality``).
+            ``optimality``); with bounds, of the gradient scaled by the distances to the
+            bounds it points at (``|v * g|_inf``, scipy ``trf``'s optimality, 0 at a
+            bounded minimum).
         iterations: trial steps taken (linear solves), accepted or not.
         nfev: residual evaluations (the initial one and every trial step).
         njev: Jacobian evaluations (the initial one and one per accepted step).
@@ -57,8 +59,21 @@ class LeastSquaresResult:
         jacobian: the Jacobian at ``x`` (a numpy array, or a ``scipy.sparse`` CSR matrix
             on the sparse path). With a robust loss it is scaled as scipy's ``jac`` so
             that ``J.T @ J`` is the Gauss-Newton Hessian of ``cost``.
+        active_mask: ``(n,)`` int, scipy's: -1 where ``x`` is at its lower bound, 1 at
+            its upper bound, 0 where it is free (all 0 for an unbounded solve). A bound
+            is active within ``param_tolerance * max(1, |bound|)`` of it
+            (:func:`~scalar_autograd.lsq.trf.find_active_constraints`).
+        absolute_sigma: the ``absolute_sigma`` of the solve: the default of
+            :meth:`covariance` and :meth:`standard_errors`.
         message: ``status.value``.
         success: ``status.success``: the solver converged by one of its tolerances.
+
+    With ``sigma`` given to the solve, ``cost``, ``residuals`` and ``jacobian`` are
+    those of the weighted residuals ``r_i / sigma_i`` (scipy ``curve_fit``'s transform),
+    so :meth:`covariance` is curve_fit's ``pcov``.
+
+    ``repr()`` is abridged (status, cost, counts, ``x`` shortened past 8 entries and the
+    active bounds); the residuals and the Jacobian are attributes, never printed.
     """
 
     x: np.ndarray
@@ -71,6 +86,26 @@ class LeastSquaresResult:
     status: Status
     time: float
     jacobian: Any = field(default=None, repr=False, compare=False)
+    active_mask: Any = field(default=None, compare=False)
+    absolute_sigma: bool = False
+
+    def __post_init__(self) -> None:
+        if self.active_mask is None:
+            object.__setattr__(self, "active_mask", np.zeros(np.shape(self.x), dtype=int))
+
+    def __repr__(self) -> str:
+        active = np.flatnonzero(self.active_mask)
+        bounds = ""
+        if active.size:
+            shown = ", ".join(f"{j}:{'lower' if self.active_mask[j] < 0 else 'upper'}"
+                              for j in active[:8].tolist())
+            more = ", ..." if active.size > 8 else ""
+            bounds = f", active_bounds=[{shown}{more}]"
+        return (f"LeastSquaresResult(success={self.success}, status={self.status.name}, "
+                f"cost={self.cost!r}, grad_norm={self.grad_norm!r}, "
+                f"iterations={self.iterations}, nfev={self.nfev}, njev={self.njev}, "
+                f"m={np.size(self.residuals)}, "
+                f"x={np.array2string(np.asarray(self.x), threshold=8)}{bounds})")
 
     @property
     def message(self) -> str:
@@ -82,7 +117,7 @@ class LeastSquaresResult:
         """Whether the solver stopped by converging."""
         return self.status.success
 
-    def covariance(self, absolute_sigma: bool = False) -> np.ndarray:
+    def covariance(self, absolute_sigma: bool | None = None) -> np.ndarray:
         """Covariance of the fitted parameters, as ``scipy.optimize.curve_fit``'s ``pcov``.
 
         ``s**2 * pinv(J^T J)`` with ``s**2 = 2 * cost / (m - n)`` the residual variance.
@@ -104,10 +139,16 @@ class LeastSquaresResult:
         cases warns with :class:`CovarianceWarning` (curve_fit warns only when the
         whole matrix is ``inf``, and returns 0 for an undetermined parameter).
 
+        With ``sigma`` given to the solve, ``J`` is the Jacobian of the weighted
+        residuals ``r_i / sigma_i`` and ``s**2`` their variance: curve_fit's ``pcov``
+        for the same ``sigma`` and ``absolute_sigma``. With bounds, the same formula at
+        the bounded solution (curve_fit's rule for its ``trf`` method too).
+
         Args:
             absolute_sigma: if true, the residuals are taken as already divided by
                 their known standard deviations and ``s**2`` is not applied
-                (curve_fit's ``absolute_sigma=True``).
+                (curve_fit's ``absolute_sigma=True``); None (the default): the
+                ``absolute_sigma`` the solve was given (false unless set).
 
         Returns:
             An ``(n, n)`` array.
@@ -134,7 +175,9 @@ class LeastSquaresResult:
         """
         return self._covariance(absolute_sigma, stacklevel=3)
 
-    def _covariance(self, absolute_sigma: bool, stacklevel: int) -> np.ndarray:
+    def _covariance(self, absolute_sigma: bool | None, stacklevel: int) -> np.ndarray:
+        if absolute_sigma is None:
+            absolute_sigma = self.absolute_sigma
         J = self.jacobian
         if J is None:
             raise ValueError(
@@ -180,8 +223,9 @@ class LeastSquaresResult:
                 CovarianceWarning, stacklevel=stacklevel)
         return pcov
 
-    def standard_errors(self, absolute_sigma: bool = False) -> np.ndarray:
-        """Square roots of the covariance's diagonal: one standard error per parameter.
+    def standard_errors(self, absolute_sigma: bool | None = None) -> np.ndarray:
+        """Square roots of the covariance's diagonal: one standard error per parameter
+        (``absolute_sigma`` as :meth:`covariance`).
 
         Example:
             >>> import numpy as np
