@@ -83,11 +83,11 @@ def run(quick: bool = False, plot_dir: str | None = None) -> dict[str, Any]:
         start = [a.data for a in angles]
 
         def traditional(tx: float = tx, ty: float = ty) -> sa.OptimizeResult:
-            return sa.lbfgs(angles, lambda q: planar_ik_loss(q, (tx, ty), lengths),
+            return sa.lbfgs(lambda q: planar_ik_loss(q, (tx, ty), lengths), angles,
                             gradient_tolerance=GRADIENT_TOLERANCE, ftol=0.0)
 
         def compiled(tx: float = tx, ty: float = ty) -> sa.OptimizeResult:
-            return sa.lbfgs(angles, f, inputs=[tx, ty],
+            return sa.lbfgs(f, angles, inputs=[tx, ty],
                             gradient_tolerance=GRADIENT_TOLERANCE, ftol=0.0)
 
         t_trad, r_trad = _best_ms(traditional, angles, start, repeats)

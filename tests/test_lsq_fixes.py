@@ -395,7 +395,7 @@ def test_iteration_counts_fail_alike_in_lsq_and_optim(value: object, error: type
     with pytest.raises(error, match="`max_iterations` must be a positive integer"):
         validate_options(max_iterations=value)
     with pytest.raises(error, match="`max_iterations` must be a positive integer"):
-        sa.lbfgs([_sa_param()], lambda p: p[0] * p[0], max_iterations=value)
+        sa.lbfgs(lambda p: p[0] * p[0], [_sa_param()], max_iterations=value)
 
 
 @pytest.mark.parametrize(("value", "error"), [

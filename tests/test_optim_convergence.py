@@ -76,7 +76,7 @@ def test_value_api_converges_on_the_quadratic(cls, options):
 
 def test_lbfgs_converges_through_the_value_api():
     params = [sa.Value(float(v), requires_grad=True) for v in np.zeros(5)]
-    result = sa.lbfgs(params, quadratic)
+    result = sa.lbfgs(quadratic, params)
     assert result.status is sa.Status.CONVERGED_GRADIENT
     np.testing.assert_allclose([p.data for p in params], CENTRE, atol=1e-6)
     # .grad holds the gradient at the returned point

@@ -255,3 +255,53 @@ def test_nested_and_threaded_solves_on_one_compiled_function_do_not_share_buffer
     for target, xs in results.items():
         for x in xs:
             assert np.array_equal(x, expected[target])
+
+
+# ---------------------------------------------------------------------------- functional API
+@pytest.mark.parametrize("method, options", [p.values for p in OPTIMISERS],
+                         ids=[p.id for p in OPTIMISERS])
+def test_the_functional_steps_are_the_stateful_optimisers(method, options):
+    """``sgd_step``/``adam_step`` (public, scalar_autograd.optim) give the iterates of
+    ``sa.SGD``/``sa.Adam``/``sa.AdamW`` bit for bit, with the config those take."""
+    from scalar_autograd.optim import AdamWConfig
+
+    params = _angles()
+    opt = _CLASSES[method](params, **options)
+    f = sa.compile(planar_ik_loss(params, TARGET), params)
+    if method == "sgd":
+        config, state, step = SGDConfig(**options), sgd_init(5), sgd_step
+    else:
+        betas = options.get("betas", (0.9, 0.999))
+        kwargs = {k: v for k, v in options.items() if k != "betas"}
+        config_class = AdamWConfig if method == "adamw" else AdamConfig
+        config = config_class(beta1=betas[0], beta2=betas[1], **kwargs)
+        state, step = adam_init(5), adam_step
+    x = np.array(START)
+    grad = np.empty(5)
+    for _ in range(200):
+        f.value_and_grad(x, out=grad)
+        step(x, grad, state, config)
+        for p, g in zip(params, f.value_and_grad([p.data for p in params])[1].tolist()):
+            p.grad = g
+        opt.step()
+        assert x.tolist() == [p.data for p in params]
+    assert state.step == 200
+
+
+def test_the_functional_steps_validate_their_arrays():
+    x, g = np.zeros(3), np.ones(3)
+    with pytest.raises(TypeError, match="`x` must be a writable 1-D float64"):
+        adam_step([0.0, 0.0, 0.0], g, adam_init(3), AdamConfig())
+    with pytest.raises(TypeError, match="`x` must be a writable 1-D float64"):
+        sgd_step(np.zeros(3, dtype=np.float32), g, sgd_init(3), SGDConfig())
+    with pytest.raises(ValueError, match=r"`grad` must be an array of x's shape \(3,\)"):
+        sgd_step(x, np.ones(1), sgd_init(3), SGDConfig())
+    with pytest.raises(ValueError, match=r"`state.exp_avg` must be an array of x's shape"):
+        adam_step(x, g, adam_init(4), AdamConfig())
+    with pytest.raises(TypeError, match="`state` must be of type SGDState"):
+        sgd_step(x, g, adam_init(3), SGDConfig())
+    with pytest.raises(TypeError, match="`config` must be of type AdamConfig"):
+        adam_step(x, g, adam_init(3), SGDConfig())
+    with pytest.raises(ValueError, match="`n` must be an integer >= 0"):
+        adam_init(-1)
+    assert x.tolist() == [0.0, 0.0, 0.0]

@@ -33,9 +33,9 @@ def _start(n):
 def test_rosenbrock_from_the_standard_start_on_every_path():
     flat = lbfgs_minimize(rosenbrock_flat, np.array([-1.2, 1.0]))
     params = [sa.Value(-1.2, requires_grad=True), sa.Value(1.0, requires_grad=True)]
-    graph = sa.lbfgs(params, rosenbrock_values)
+    graph = sa.lbfgs(rosenbrock_values, params)
     params2 = [sa.Value(-1.2, requires_grad=True), sa.Value(1.0, requires_grad=True)]
-    compiled = sa.lbfgs(params2, sa.compile(rosenbrock_values(params2), params2))
+    compiled = sa.lbfgs(sa.compile(rosenbrock_values(params2), params2), params2)
     for r in (flat, graph, compiled):
         assert r.success and r.status is sa.Status.CONVERGED_GRADIENT, r
         assert r.iterations < 60
@@ -141,7 +141,7 @@ def test_max_iterations_and_max_evaluations():
 
 def test_max_iterations_still_writes_the_params_back():
     params = [sa.Value(-1.2, requires_grad=True), sa.Value(1.0, requires_grad=True)]
-    r = sa.lbfgs(params, rosenbrock_values, max_iterations=3)
+    r = sa.lbfgs(rosenbrock_values, params, max_iterations=3)
     assert r.status is sa.Status.MAX_ITERATIONS
     assert [p.data for p in params] == r.x.tolist()
 
@@ -246,14 +246,14 @@ def test_objective_raising_leaves_params_unchanged():
         return rosenbrock_values(p)
 
     with pytest.raises(RuntimeError, match="boom"):
-        sa.lbfgs(params, objective)
+        sa.lbfgs(objective, params)
     assert [p.data for p in params] == [-1.2, 1.0]
 
 
 def test_objective_must_return_a_value():
     params = [sa.Value(1.0, requires_grad=True)]
     with pytest.raises(TypeError, match="objective"):
-        sa.lbfgs(params, lambda p: 3.0)
+        sa.lbfgs(lambda p: 3.0, params)
     assert params[0].data == 1.0
 
 

@@ -30,7 +30,6 @@ BAD_PARAMS = [
     (sa.Value(1.0, requires_grad=True), TypeError, "iterable of Value"),
     (3, TypeError, "iterable of Value"),
     ([1.0], TypeError, r"params\[0\] is float"),
-    ([sa.Value(1.0)], ValueError, "requires_grad"),
 ]
 
 
@@ -49,13 +48,40 @@ def _duplicate():
     lambda p: sa.SGD(p, 0.1),
     lambda p: sa.Adam(p),
     lambda p: sa.AdamW(p),
-    lambda p: sa.lbfgs(p, _loss),
+    lambda p: sa.lbfgs(_loss, p),
     lambda p: sa.minimize(sa.Value(1.0), p),
 ], ids=["SGD", "Adam", "AdamW", "lbfgs", "minimize"])
 def test_bad_params(make, build):
     params, error, match = make()
     with pytest.raises(error, match=match):
         build(params)
+
+
+@pytest.mark.parametrize("build", [
+    lambda p: sa.SGD(p, 0.1), lambda p: sa.Adam(p), lambda p: sa.AdamW(p),
+], ids=["SGD", "Adam", "AdamW"])
+def test_the_stateful_optimisers_need_requires_grad(build):
+    # they read .grad, which backward() fills only for params that require grad
+    with pytest.raises(ValueError, match="requires_grad"):
+        build([sa.Value(1.0)])
+
+
+@pytest.mark.parametrize("solve", [
+    lambda f, p: sa.lbfgs(f, p),                                  # eager
+    lambda f, p: sa.lbfgs(f(p), p),                               # Value graph
+    lambda f, p: sa.minimize(f(p), p, method="lbfgs"),
+    lambda f, p: sa.minimize(f, p, method="lbfgs"),               # traced
+    lambda f, p: sa.minimize(f(p), p, method="adam", lr=0.1, max_iterations=2000),
+    lambda f, p: sa.lbfgs(f, p, bounds=(None, 0.5)),
+], ids=["lbfgs-function", "lbfgs-value", "minimize-value", "minimize-function",
+        "minimize-adam", "lbfgs-bounds"])
+def test_the_solvers_take_params_without_requires_grad(solve):
+    # as nonlinear_least_squares: the solver differentiates whatever the flag says
+    params = [sa.Value(0.0), sa.Value(3.0, requires_grad=True)]
+    result = solve(_loss, params)
+    expected = [0.5, 0.5] if result.active_mask is not None else [1.0, 1.0]
+    np.testing.assert_allclose([p.data for p in params], expected, atol=1e-5)
+    assert [p.requires_grad for p in params] == [False, True]   # left as they were
 
 
 # ------------------------------------------------------------------ optimiser options
@@ -143,7 +169,7 @@ BAD_LBFGS = [
 def test_bad_lbfgs_options(options, error, match):
     params = _params()
     with pytest.raises(error, match=match):
-        sa.lbfgs(params, _loss, **options)
+        sa.lbfgs(_loss, params, **options)
     assert [p.data for p in params] == [0.5, 1.0]
 
 
@@ -157,15 +183,15 @@ def test_minimize_validates_lbfgs_options(options, error, match):
 def test_bad_lbfgs_objectives():
     params = _params()
     with pytest.raises(TypeError, match="`objective` must be a function"):
-        sa.lbfgs(params, 3.0)
+        sa.lbfgs(3.0, params)
     with pytest.raises(ValueError, match="`inputs` is only used with a compiled"):
-        sa.lbfgs(params, _loss, inputs=[1.0])
+        sa.lbfgs(_loss, params, inputs=[1.0])
     other = _params()
     f = sa.compile(_loss(other), other)
     with pytest.raises(ValueError, match="compiled objective's params"):
-        sa.lbfgs(params, f)
+        sa.lbfgs(f, params)
     with pytest.raises(ValueError, match="takes 2 params"):
-        sa.lbfgs(_params(3), f)
+        sa.lbfgs(f, _params(3))
 
 
 # ------------------------------------------------------------------ minimize

@@ -21,6 +21,13 @@ multiply-adds, so their iterates are bit-identical. The order follows ``torch.op
 (single-tensor path) one for one, so a trajectory matches PyTorch's to rounding;
 PyTorch's vectorised CPU kernels may fuse a multiply-add (FMA), the only difference.
 
+The public, functional API (exported by :mod:`scalar_autograd.optim`, optax-style) is
+the configs (:class:`SGDConfig`, :class:`AdamConfig`, :class:`AdamWConfig`), the
+states (:class:`SGDState`, :class:`AdamState`) with :func:`sgd_init`/:func:`adam_init`,
+and the steps :func:`sgd_step`/:func:`adam_step`: the updates ``sa.SGD``, ``sa.Adam``,
+``sa.AdamW`` and ``sa.minimize`` apply, for a loop of one's own on float64 vectors.
+The rules, forms, inputs and scalars are internal (the native code's building blocks).
+
 Example:
     >>> import numpy as np
     >>> config = AdamConfig(lr=0.1)
@@ -47,6 +54,7 @@ from scalar_autograd.validation import (
     check_bool,
     check_fields,
     check_nonnegative_float,
+    check_nonnegative_int,
     check_positive_float,
     check_unit_interval,
 )
@@ -94,8 +102,16 @@ class SGDState:
 
 
 def sgd_init(n: int) -> SGDState:
-    """A fresh SGD state for ``n`` parameters."""
-    return SGDState(momentum_buffer=np.zeros(n))
+    """A fresh SGD state for ``n`` parameters (no steps taken, a zero momentum buffer).
+
+    Raises:
+        TypeError, ValueError: ``n`` is not an integer >= 0.
+
+    Example:
+        >>> sgd_init(3)
+        SGDState(momentum_buffer=array([0., 0., 0.]), step=0)
+    """
+    return SGDState(momentum_buffer=np.zeros(check_nonnegative_int(n, "n")))
 
 
 @dataclass(frozen=True)
@@ -202,7 +218,16 @@ class AdamState:
 
 
 def adam_init(n: int) -> AdamState:
-    """A fresh Adam/AdamW state for ``n`` parameters."""
+    """A fresh Adam/AdamW state for ``n`` parameters (no steps, zero moment estimates).
+
+    Raises:
+        TypeError, ValueError: ``n`` is not an integer >= 0.
+
+    Example:
+        >>> adam_init(2).exp_avg_sq.tolist()
+        [0.0, 0.0]
+    """
+    n = check_nonnegative_int(n, "n")
     return AdamState(exp_avg=np.zeros(n), exp_avg_sq=np.zeros(n))
 
 
@@ -368,16 +393,43 @@ def rule_for(config: SGDConfig | AdamConfig) -> UpdateRule:
 
 
 # ---------------------------------------------------------------------------- numpy steps
+def _check_step(x: Any, grad: Any, state: Any, state_type: type, config: Any,
+                config_type: type, rule: UpdateRule) -> None:
+    """The arguments of a public step: ``x`` a writable 1-D float64 array, ``grad`` and
+    the state's vectors of its shape (an update in place cannot convert or broadcast)."""
+    if not isinstance(config, config_type):
+        raise TypeError(f"`config` must be of type {config_type.__name__}; got "
+                        f"{type(config).__name__}")
+    if not isinstance(state, state_type):
+        raise TypeError(f"`state` must be of type {state_type.__name__} (from "
+                        f"{rule.name}_init); got {type(state).__name__}")
+    if not (isinstance(x, np.ndarray) and x.dtype == np.float64 and x.ndim == 1
+            and x.flags.writeable):
+        raise TypeError(f"`x` must be a writable 1-D float64 numpy array (it is updated in "
+                        f"place); got {type(x).__name__} "
+                        f"{getattr(x, 'dtype', '')} {getattr(x, 'shape', '')}".rstrip())
+    for name, a in (("grad", grad), *((f"state.{v}", getattr(state, v))
+                                      for v in rule.state_vectors)):
+        if not isinstance(a, np.ndarray) or a.shape != x.shape:
+            raise ValueError(f"`{name}` must be an array of x's shape {x.shape}; got "
+                             f"{getattr(a, 'shape', type(a).__name__)}")
+
+
 def sgd_step(x: FloatArray, grad: FloatArray, state: SGDState, config: SGDConfig,
              scratch: Sequence[FloatArray] | None = None) -> None:
-    """One SGD step: update ``x`` and ``state`` in place.
+    """One SGD step: update ``x`` and ``state`` in place (the update of :class:`SGDConfig`).
 
     Args:
-        x: the parameters, float64, shape ``(n,)``; updated in place.
+        x: the parameters, a writable float64 array of shape ``(n,)``; updated in place.
         grad: the gradient at ``x``, shape ``(n,)``; not modified.
         state: from :func:`sgd_init`; updated in place.
         config: the hyperparameters.
-        scratch: not used (earlier versions took a work array; still accepted).
+        scratch: ignored (earlier versions took a work array; still accepted).
+
+    Raises:
+        TypeError: ``x`` is not a writable 1-D float64 array, or ``state``/``config``
+            of the wrong kind.
+        ValueError: ``grad`` or the state has another shape than ``x``.
 
     Example:
         >>> import numpy as np
@@ -386,19 +438,26 @@ def sgd_step(x: FloatArray, grad: FloatArray, state: SGDState, config: SGDConfig
         >>> x
         array([0.5])
     """
+    _check_step(x, grad, state, SGDState, config, SGDConfig, SGD_RULE)
     SGD_RULE.step(config, state, x, grad)
 
 
 def adam_step(x: FloatArray, grad: FloatArray, state: AdamState, config: AdamConfig,
               scratch: Sequence[FloatArray] | None = None) -> None:
-    """One Adam or AdamW step: update ``x`` and ``state`` in place.
+    """One Adam or AdamW step: update ``x`` and ``state`` in place (see :class:`AdamConfig`).
 
     Args:
-        x: the parameters, float64, shape ``(n,)``; updated in place.
+        x: the parameters, a writable float64 array of shape ``(n,)``; updated in place.
         grad: the gradient at ``x``, shape ``(n,)``; not modified.
         state: from :func:`adam_init`; updated in place.
-        config: the hyperparameters (``config.decoupled`` selects AdamW).
-        scratch: not used (earlier versions took a work array; still accepted).
+        config: the hyperparameters (``config.decoupled`` selects AdamW; an
+            :class:`AdamWConfig` has it set).
+        scratch: ignored (earlier versions took a work array; still accepted).
+
+    Raises:
+        TypeError: ``x`` is not a writable 1-D float64 array, or ``state``/``config``
+            of the wrong kind.
+        ValueError: ``grad`` or the state has another shape than ``x``.
 
     Example:
         >>> import numpy as np
@@ -407,4 +466,5 @@ def adam_step(x: FloatArray, grad: FloatArray, state: AdamState, config: AdamCon
         >>> round(float(x[0]), 6)   # the first Adam step moves by about lr
         0.9
     """
+    _check_step(x, grad, state, AdamState, config, AdamConfig, ADAM_RULE)
     ADAM_RULE.step(config, state, x, grad)

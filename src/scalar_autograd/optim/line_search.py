@@ -1,16 +1,32 @@
-"""Strong-Wolfe line search with cubic/quadratic interpolation (Nocedal & Wright 3.5, 3.6).
+"""Line searches for the quasi-Newton methods: strong Wolfe (N&W 3.5, 3.6) and Moré–Thuente.
 
-Along a descent direction ``d`` from ``x`` the search looks for a step ``a`` with
+:class:`StrongWolfe` serves the unbounded L-BFGS; :class:`MoreThuente` (MINPACK-2's
+``dcsrch``/``dcstep``, the search inside L-BFGS-B) serves the bounded one, where every
+trial point must stay in the box: it never tries a step beyond ``max_step``. Both look
+along a descent direction ``d`` from ``x`` for a step ``a`` with
 
 * sufficient decrease: ``f(x + a d) <= f(x) + c1 * a * g(x).d``, and
 * the strong curvature condition: ``|g(x + a d).d| <= c2 * |g(x).d|``.
 
-A first phase grows the step (cubic extrapolation, at most 10x per trial) until it
-brackets such a point; a second phase (``zoom``) shrinks the bracket with the cubic
-interpolating both end values and slopes (falling back to the quadratic through
-``f_lo``, ``f_lo'`` and ``f_hi``, then to bisection), each trial kept at least 10% of the
-bracket away from its ends. A trial whose objective or gradient is not finite
-counts as "too far": the step is shrunk and the state of the search is left untouched.
+**Strong Wolfe.** A first phase grows the step (cubic extrapolation, at most 10x per
+trial) until it brackets such a point; a second phase (``zoom``) shrinks the bracket
+with the cubic interpolating both end values and slopes (falling back to the quadratic
+through ``f_lo``, ``f_lo'`` and ``f_hi``, then to bisection), each trial kept at least
+10% of the bracket away from its ends. A trial whose objective or gradient is not
+finite counts as "too far": the step is shrunk and the state of the search is left
+untouched.
+
+**Moré–Thuente** (Moré & Thuente 1994, MINPACK-2's ``dcsrch`` as scipy's L-BFGS-B runs
+it): an interval of uncertainty with ends ``stx`` (the best step so far) and ``sty`` is
+updated by ``dcstep``'s four cases (cubic, quadratic and secant steps, safeguarded), on
+the modified function ``psi(a) = f(a) - f(0) - c1 a f'(0)`` until a step with
+``psi <= 0`` and ``f' >= 0`` appears, then on ``f`` itself; before the minimiser is
+bracketed a trial extrapolates to ``[1.1, 4]`` times the last step, never beyond
+``max_step``. Where it departs from ``dcsrch``, each time to save an evaluation or
+avoid a wrong point: a non-finite trial shrinks the step halfway back to the best step
+and caps later trials below it; when the search cannot progress (the interval is
+below ``xtol`` of its size, or rounding) it returns the best point it holds instead of
+evaluating it again; it never returns a point without sufficient decrease.
 
 Example:
     >>> import numpy as np
@@ -21,6 +37,9 @@ Example:
     >>> r = search(fg, x, f, g, -g, 1.0)
     >>> r.ok, bool(r.f < f)
     (True, True)
+    >>> r = MoreThuente(2)(fg, x, f, g, -g, 1.0, max_step=1.0)
+    >>> r.ok, r.wolfe, round(r.step, 4), r.nfev   # the minimiser is at 0.5
+    (True, True, 0.4995, 2)
 """
 
 from __future__ import annotations
@@ -31,6 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scalar_autograd.numerics import div, sqrt
 from scalar_autograd.optim.equations import FloatArray
 
 FunAndGrad = Callable[[FloatArray], tuple[float, FloatArray]]
@@ -234,3 +254,245 @@ class StrongWolfe:
             self._keep_lo(g)
             a_lo, f_lo, s_lo = a, f, s
         return self._give_up(a_lo, f_lo, f0, nfev)
+
+
+# ---------------------------------------------------------------------------- Moré–Thuente
+def dcstep(
+    stx: float, fx: float, dx: float, sty: float, fy: float, dy: float,
+    stp: float, fp: float, dp: float, brackt: bool, stpmin: float, stpmax: float,
+) -> tuple[float, float, float, float, float, float, float, bool]:
+    """One safeguarded step of Moré–Thuente (MINPACK-2's ``dcstep``).
+
+    ``stx`` is the best step so far (``fx``, derivative ``dx``), ``sty`` the other end
+    of the interval of uncertainty, ``stp`` the step just evaluated. Returns the updated
+    ``(stx, fx, dx, sty, fy, dy)``, the next trial step and whether the minimiser is now
+    bracketed. Division and square roots follow IEEE (no exception on a zero divisor).
+    """
+    sgnd = dp * div(dx, abs(dx))
+    if fp > fx:
+        # 1. a higher value: the minimum is bracketed; the cubic step if it is closer to
+        #    stx than the quadratic one, else their average
+        theta = 3.0 * div(fx - fp, stp - stx) + dx + dp
+        s = max(abs(theta), abs(dx), abs(dp))
+        gamma = s * sqrt(max(0.0, div(theta, s) ** 2 - div(dx, s) * div(dp, s)))
+        if stp < stx:
+            gamma = -gamma
+        p = (gamma - dx) + theta
+        q = ((gamma - dx) + gamma) + dp
+        stpc = stx + div(p, q) * (stp - stx)
+        stpq = stx + (div(dx, div(fx - fp, stp - stx) + dx) / 2.0) * (stp - stx)
+        stpf = stpc if abs(stpc - stx) < abs(stpq - stx) else stpc + (stpq - stpc) / 2.0
+        brackt = True
+    elif sgnd < 0.0:
+        # 2. a lower value, derivatives of opposite sign: bracketed; the cubic step if it
+        #    is farther from stp than the secant step, else the secant step
+        theta = 3.0 * div(fx - fp, stp - stx) + dx + dp
+        s = max(abs(theta), abs(dx), abs(dp))
+        gamma = s * sqrt(max(0.0, div(theta, s) ** 2 - div(dx, s) * div(dp, s)))
+        if stp > stx:
+            gamma = -gamma
+        p = (gamma - dp) + theta
+        q = ((gamma - dp) + gamma) + dx
+        stpc = stp + div(p, q) * (stx - stp)
+        stpq = stp + div(dp, dp - dx) * (stx - stp)
+        stpf = stpc if abs(stpc - stp) > abs(stpq - stp) else stpq
+        brackt = True
+    elif abs(dp) < abs(dx):
+        # 3. a lower value, same sign, the derivative's magnitude decreases: the cubic
+        #    step only if the cubic tends to infinity in the step's direction or its
+        #    minimum lies beyond stp, else the secant step
+        theta = 3.0 * div(fx - fp, stp - stx) + dx + dp
+        s = max(abs(theta), abs(dx), abs(dp))
+        gamma = s * sqrt(max(0.0, div(theta, s) ** 2 - div(dx, s) * div(dp, s)))
+        if stp > stx:
+            gamma = -gamma
+        p = (gamma - dp) + theta
+        q = (gamma + (dx - dp)) + gamma
+        r = div(p, q)
+        if r < 0.0 and gamma != 0.0:
+            stpc = stp + r * (stx - stp)
+        elif stp > stx:
+            stpc = stpmax
+        else:
+            stpc = stpmin
+        stpq = stp + div(dp, dp - dx) * (stx - stp)
+        if brackt:
+            stpf = stpc if abs(stpc - stp) < abs(stpq - stp) else stpq
+            if stp > stx:
+                stpf = min(stp + 0.66 * (sty - stp), stpf)
+            else:
+                stpf = max(stp + 0.66 * (sty - stp), stpf)
+        else:
+            stpf = stpc if abs(stpc - stp) > abs(stpq - stp) else stpq
+            stpf = max(stpmin, min(stpmax, stpf))
+    else:
+        # 4. a lower value, same sign, the derivative does not decrease: the cubic step
+        #    through (sty, stp) when bracketed, else stpmin or stpmax
+        if brackt:
+            theta = 3.0 * div(fp - fy, sty - stp) + dy + dp
+            s = max(abs(theta), abs(dy), abs(dp))
+            gamma = s * sqrt(max(0.0, div(theta, s) ** 2 - div(dy, s) * div(dp, s)))
+            if stp > sty:
+                gamma = -gamma
+            p = (gamma - dp) + theta
+            q = ((gamma - dp) + gamma) + dy
+            stpf = stp + div(p, q) * (sty - stp)
+        elif stp > stx:
+            stpf = stpmax
+        else:
+            stpf = stpmin
+    # the interval that contains a minimiser
+    if fp > fx:
+        sty, fy, dy = stp, fp, dp
+    else:
+        if sgnd < 0.0:
+            sty, fy, dy = stx, fx, dx
+        stx, fx, dx = stp, fp, dp
+    return stx, fx, dx, sty, fy, dy, stpf, brackt
+
+
+class MoreThuente:
+    """Moré–Thuente's line search (``dcsrch``) with preallocated buffers for ``n`` variables.
+
+    Args:
+        n: the number of variables.
+        c1: sufficient-decrease constant, in (0, 1) (``dcsrch``'s ``ftol``).
+        c2: curvature constant, in (c1, 1) (``gtol``).
+        xtol: the search stops when the interval of uncertainty is below ``xtol`` times
+            its larger end (it then returns its best point).
+        max_evaluations: the most objective evaluations one search may use.
+    """
+
+    XTRAPL = 1.1
+    XTRAPU = 4.0
+
+    def __init__(self, n: int, c1: float = 1e-3, c2: float = 0.9, xtol: float = 0.1,
+                 max_evaluations: int = 20) -> None:
+        self.c1 = c1
+        self.c2 = c2
+        self.xtol = xtol
+        self.max_evaluations = max_evaluations
+        self._trial = np.empty(n)
+        self._g_new = np.empty(n)
+        self._x_best = np.empty(n)
+        self._g_best = np.empty(n)
+
+    def _point(self, x: FloatArray, d: FloatArray, a: float, lower: FloatArray | None,
+               upper: FloatArray | None, unit_point: FloatArray | None) -> FloatArray:
+        trial = self._trial
+        if a == 1.0 and unit_point is not None:
+            np.copyto(trial, unit_point)
+            return trial
+        np.multiply(d, a, out=trial)
+        trial += x
+        if lower is not None:
+            np.maximum(trial, lower, out=trial)
+        if upper is not None:
+            np.minimum(trial, upper, out=trial)
+        return trial
+
+    def __call__(
+        self,
+        fun_and_grad: FunAndGrad,
+        x: FloatArray,
+        f0: float,
+        g0: FloatArray,
+        d: FloatArray,
+        step: float,
+        max_step: float = math.inf,
+        *,
+        lower: FloatArray | None = None,
+        upper: FloatArray | None = None,
+        unit_point: FloatArray | None = None,
+    ) -> LineSearchResult:
+        """Search along ``d`` from ``x`` (``f0 = f(x)``, ``g0 = g(x)``, ``g0.d < 0``)
+        for a step in ``(0, max_step]``, first trying ``min(step, max_step)``.
+
+        The point at step ``a`` is ``x + a d`` clipped to ``[lower, upper]`` (each
+        optional), or ``unit_point`` itself for ``a = 1`` when given (L-BFGS-B passes
+        the exact subspace minimiser there, so bound variables sit exactly on their
+        bounds). The slope at a trial is ``g.d``.
+        """
+        c1, c2, xtol = self.c1, self.c2, self.xtol
+        ginit = float(np.dot(g0, d))
+        np.copyto(self._x_best, x)
+        np.copyto(self._g_best, g0)
+        if not ginit < 0.0 or not max_step > 0.0:
+            return LineSearchResult(False, False, 0.0, f0, self._x_best, self._g_best, 0)
+        stpmin, stpmax = 0.0, float(max_step)
+        stp = min(float(step), stpmax)
+        brackt = False
+        stage = 1
+        gtest = c1 * ginit
+        width = stpmax - stpmin
+        width1 = width / 0.5
+        stx, fx, gx = 0.0, f0, ginit
+        sty, fy, gy = 0.0, f0, ginit
+        stmin, stmax = 0.0, stp + self.XTRAPU * stp
+        nfev = 0
+        while nfev < self.max_evaluations:
+            trial = self._point(x, d, stp, lower, upper, unit_point)
+            f_out, g = fun_and_grad(trial)
+            f = float(f_out)
+            slope = float(np.dot(g, d))
+            nfev += 1
+            if not (math.isfinite(f) and math.isfinite(slope)):
+                # too far: halfway back to the best step, and never this far again
+                stp = stx + 0.5 * (stp - stx)
+                stpmax = stp
+                if stp <= stx * (1.0 + _EPS) or stp <= 0.0:
+                    break
+                continue
+            ftest = f0 + stp * gtest
+            if stage == 1 and f <= ftest and slope >= 0.0:
+                stage = 2
+            if f <= ftest and abs(slope) <= -c2 * ginit:
+                return LineSearchResult(True, True, stp, f, trial, self._copy_g(g), nfev)
+            stuck = (brackt and (stp <= stmin or stp >= stmax)) \
+                or (brackt and stmax - stmin <= xtol * stmax) \
+                or (stp == stpmax and f <= ftest and slope <= gtest) \
+                or (stp == stpmin and (f > ftest or slope >= gtest))
+            if stuck:  # dcsrch's warnings: no better step to be had
+                if f <= ftest and stp > 0.0:
+                    return LineSearchResult(True, False, stp, f, trial, self._copy_g(g), nfev)
+                break
+            if stage == 1 and fx >= f > ftest:
+                # psi(a) = f(a) - a * gtest on the first stage, while f decreased but not
+                # sufficiently: the step comes from the modified function
+                improves = not f - stp * gtest > fx - stx * gtest
+                stx, fxm, gxm, sty, fym, gym, stp_next, brackt = dcstep(
+                    stx, fx - stx * gtest, gx - gtest, sty, fy - sty * gtest, gy - gtest,
+                    stp, f - stp * gtest, slope - gtest, brackt, stmin, stmax)
+                fx, fy = fxm + stx * gtest, fym + sty * gtest
+                gx, gy = gxm + gtest, gym + gtest
+            else:
+                improves = not f > fx
+                stx, fx, gx, sty, fy, gy, stp_next, brackt = dcstep(
+                    stx, fx, gx, sty, fy, gy, stp, f, slope, brackt, stmin, stmax)
+            if improves:  # the trial is the new best step
+                np.copyto(self._x_best, trial)
+                np.copyto(self._g_best, g)
+            stp = stp_next
+            if brackt:  # bisect when the interval did not shrink enough
+                if abs(sty - stx) >= 0.66 * width1:
+                    stp = stx + 0.5 * (sty - stx)
+                width1 = width
+                width = abs(sty - stx)
+                stmin, stmax = min(stx, sty), max(stx, sty)
+            else:
+                stmin = stp + self.XTRAPL * (stp - stx)
+                stmax = stp + self.XTRAPU * (stp - stx)
+            stp = min(max(stp, stpmin), stpmax)
+            if brackt and (stp <= stmin or stp >= stmax or stmax - stmin <= xtol * stmax):
+                break  # no further progress: dcsrch would evaluate stx again
+        return self._best(stx, fx, f0, gtest, nfev)
+
+    def _copy_g(self, g: FloatArray) -> FloatArray:
+        np.copyto(self._g_new, g)
+        return self._g_new
+
+    def _best(self, stx: float, fx: float, f0: float, gtest: float,
+              nfev: int) -> LineSearchResult:
+        """The best step held, if it is a step with sufficient decrease."""
+        ok = stx > 0.0 and fx <= f0 + stx * gtest
+        return LineSearchResult(ok, False, stx, fx, self._x_best, self._g_best, nfev)

@@ -1,7 +1,11 @@
-"""``minimize``: compile a loss once and run a whole optimisation on float64 vectors.
+"""``minimize`` and ``lbfgs``: compile a loss once and run a whole optimisation on vectors.
 
 The loss is a ``Value`` graph, a compiled function, or a Python function of the params
-(traced and guarded by ``sa.value_and_grad``, so its branches are followed).
+(traced with guards, as ``sa.value_and_grad`` does, so its branches are followed).
+``method="lbfgs"`` takes ``bounds`` (L-BFGS-B, :mod:`.lbfgsb`). Solving again costs no
+compilation: a ``Value`` graph passed again is not traced again (while its constant
+leaves keep their values), and a function's trace finds the compiled code of the same
+program (pass the data that changes between solves as ``inputs``).
 
 Example:
     >>> import scalar_autograd as sa
@@ -18,8 +22,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,12 +33,15 @@ import numpy as np
 from scalar_autograd.optim.equations import AdamConfig, AdamWConfig, SGDConfig
 from scalar_autograd.optim.first_order import run_first_order
 from scalar_autograd.optim.lbfgs import Callback, LBFGSConfig, lbfgs_minimize
+from scalar_autograd.optim.lbfgsb import Box, check_bounds, lbfgsb_minimize
 from scalar_autograd.optim.oracles import (
     BoundOracle,
     TracedOracle,
     bound_oracle,
     check_compiled,
+    compiled_graph,
     is_compiled_function,
+    value_oracle,
 )
 from scalar_autograd.optim.result import OptimizeResult
 from scalar_autograd.runtime.jit import MAX_SPECIALIZATIONS
@@ -89,6 +98,22 @@ def _options(method: str, given: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+@functools.lru_cache(maxsize=32, typed=True)
+def _cached_lbfgs_config(*options: tuple[str, Any]) -> LBFGSConfig:
+    return LBFGSConfig(**dict(options))
+
+
+def lbfgs_config(**options: Any) -> LBFGSConfig:
+    """``LBFGSConfig(**options)``, validated once per distinct set of options (a repeated
+    solve skips the validation, a few µs; ``typed``: ``1`` and ``1.0`` are told apart)."""
+    items = tuple(sorted(options.items()))
+    try:
+        hash(items)
+    except TypeError:  # unhashable values: validate (and reject) them every time
+        return LBFGSConfig(**options)
+    return _cached_lbfgs_config(*items)
+
+
 def _config(method: str, opts: dict[str, Any], max_iterations: int) -> Any:
     if method == "sgd":
         return SGDConfig(**_without(opts, "gradient_tolerance"))
@@ -97,11 +122,35 @@ def _config(method: str, opts: dict[str, Any], max_iterations: int) -> Any:
         config_class = AdamWConfig if method == "adamw" else AdamConfig
         return config_class(beta1=beta1, beta2=beta2,
                             **_without(opts, "betas", "gradient_tolerance"))
-    return LBFGSConfig(max_iterations=max_iterations, **opts)  # gradient_tolerance: not None
+    return lbfgs_config(max_iterations=max_iterations, **opts)  # gradient_tolerance: not None
 
 
 def _without(opts: dict[str, Any], *names: str) -> dict[str, Any]:
     return {k: v for k, v in opts.items() if k not in names}
+
+
+def input_leaves(inputs: Any, params: Sequence[Value], what: str,
+                 error: type[Exception] = TypeError) -> list[Value]:
+    """``inputs`` as a list of distinct leaf Values, none of them a param (for a Value
+    or function loss); ``error`` is raised for an item that is not a Value."""
+    leaves = list(inputs)
+    param_ids = {id(p) for p in params}
+    seen: set[int] = set()
+    for i, v in enumerate(leaves):
+        if not isinstance(v, Value):
+            raise error(f"`inputs` of {what} must be leaf Values; inputs[{i}] is "
+                        f"{type(v).__name__} {v!r:.40} (numbers are the inputs of a "
+                        f"compiled loss)")
+        if v.op is not None:
+            raise ValueError(f"`inputs` must be leaf Values; inputs[{i}] is the result of "
+                             f"{v.op.name}")
+        if id(v) in param_ids:
+            raise ValueError(f"inputs[{i}] is also a param; a leaf is either a param or an "
+                             f"input")
+        if id(v) in seen:
+            raise ValueError(f"inputs[{i}] appears twice in `inputs`")
+        seen.add(id(v))
+    return leaves
 
 
 def minimize(
@@ -109,6 +158,7 @@ def minimize(
     params: Sequence[Value],
     *,
     method: str = "adam",
+    bounds: Any = None,
     inputs: Sequence[Any] = (),
     max_iterations: int | None = None,
     callback: Callback | None = None,
@@ -129,16 +179,35 @@ def minimize(
 
     At the end the final point is written into the params' ``.data`` (whatever the
     status; ``result.status`` tells why the run stopped). If anything raises, the
-    params keep their old values. ``.grad`` is left alone.
+    params keep their old values. ``.grad`` is left alone. The params need not have
+    been made with ``requires_grad=True``.
 
-    A Python function ``loss(params) -> Value`` is traced and compiled by
-    ``sa.value_and_grad`` instead: it is called with a list of traced copies of the
-    params (compute the loss from that list, not from ``params`` captured from
-    outside), and its Python branches (``if``, ``while``, ``and``/``or``, builtin
-    ``min``/``max`` of a ``Value``) become guards checked at every evaluation, with a
-    re-trace where one changes, so a piecewise loss is minimised piece by piece as the
-    iterates move. Each step then costs one guarded native call plus a little Python
-    (the first-order loop steps in Python, not natively).
+    A ``Value`` loss passed again (the same root object, params and inputs) is not
+    traced again: its compiled function is reused while every leaf that is neither a
+    param nor an input still holds the value it was compiled with, since those leaves
+    are constants compiled into the code (change one and the graph is compiled anew).
+    Make the data that changes between solves ``inputs`` (a target, a measurement):
+    a new solve then costs a lookup, a check of the constants and the solve itself.
+
+    A Python function ``loss(params) -> Value`` is traced and compiled here instead:
+    it is called with a list of traced copies of the params (compute the loss from that
+    list, not from ``params`` captured from outside), and its Python branches (``if``,
+    ``while``, ``and``/``or``, builtin ``min``/``max`` of a ``Value``) become guards
+    checked at every evaluation, with a re-trace where one changes, so a piecewise loss
+    is minimised piece by piece as the iterates move. Each step then costs one guarded
+    native call plus a little Python (the first-order loop steps in Python, not
+    natively). Every call traces the function once at the start point, so it always
+    sees the current values of whatever it reads; the compiled code is reused whenever
+    the trace gives a program seen before. Leaf Values the function reads by closure
+    and that change between solves (a target) belong in ``inputs``: they are traced as
+    runtime inputs, so a new target gives the same program and no compilation, where a
+    number that changes gives a new program, compiled anew, at every solve.
+
+    With ``bounds`` (``method="lbfgs"`` only) the solver is L-BFGS-B
+    (:func:`~scalar_autograd.optim.lbfgsb.lbfgsb_minimize`): every iterate, and every
+    point where the loss is evaluated, lies in the box. A start outside the box is
+    first projected onto it (clipped), as scipy does; ``result.active_mask`` tells
+    which bounds hold at the solution.
 
     Args:
         loss: the scalar loss ``Value`` built from ``params`` (and ``inputs``), a
@@ -147,9 +216,14 @@ def minimize(
             path through the code that built it, a function's is not).
         params: the leaf ``Value``s to optimise (``requires_grad=True``, no duplicates).
         method: ``"adam"``, ``"adamw"``, ``"sgd"`` or ``"lbfgs"``.
-        inputs: for a ``Value`` loss, leaf ``Value``s compiled as runtime inputs (their
-            current ``.data`` is used); for a compiled loss, the input values (numbers),
-            by default its input leaves' ``.data``.
+        bounds: ``(lower, upper)`` for ``method="lbfgs"``: each a number, an array with
+            one bound per param or ``None``; ``-inf``/``inf`` for no bound, equal
+            bounds fix a param (scipy's conventions; a ``scipy.optimize.Bounds`` works
+            too). See :func:`~scalar_autograd.optim.lbfgsb.check_bounds`.
+        inputs: for a ``Value`` loss, leaf ``Value``s compiled as runtime inputs, and
+            for a function loss, leaf ``Value``s it reads by closure, traced as runtime
+            inputs (their current ``.data`` is used in both cases); for a compiled
+            loss, the input values (numbers), by default its input leaves' ``.data``.
         max_iterations: the number of steps (first-order methods, default 1000) or the
             most iterations (L-BFGS, default 100); a positive int.
         callback: ``callback(iteration, x, fun)`` with every new iterate (a copy);
@@ -166,9 +240,10 @@ def minimize(
             * ``adam``/``adamw``: ``lr=1e-3``, ``betas=(0.9, 0.999)``, ``eps=1e-8``,
               ``weight_decay`` (0 for Adam's L2, 1e-2 for AdamW's decoupled decay),
               ``gradient_tolerance=None`` (stop early when ``max |g_i|`` is at most it);
-            * ``lbfgs``: ``history_size=10``, ``gradient_tolerance=1e-6``, ``ftol``,
-              ``max_evaluations=15000``, ``c1=1e-4``, ``c2=0.9``,
-              ``max_line_search=25`` (see :func:`lbfgs`).
+            * ``lbfgs``: ``history_size=10``, ``gradient_tolerance=1e-6``, ``ftol``
+              (scipy's 2.2e-9), ``max_evaluations=15000``, ``c1=1e-4``, ``c2=0.9``,
+              ``max_line_search=25`` (see :func:`lbfgs`, which also explains when
+              to lower ``ftol`` and ``gradient_tolerance``).
 
     Returns:
         An :class:`OptimizeResult`.
@@ -176,8 +251,9 @@ def minimize(
     Raises:
         TypeError: a loss that is neither a ``Value``, a compiled function nor a
             callable, an unknown option, or an option of the wrong type.
-        ValueError: an unknown method, invalid params, an invalid option value, or a
-            function ``loss`` that reads the params it closes over.
+        ValueError: an unknown method, invalid params, an invalid option value,
+            invalid ``bounds`` or ``bounds`` with another method than ``"lbfgs"``, or
+            a function ``loss`` that reads the params it closes over.
         ConcretizationError: a function ``loss`` needs the number of a traced value
             (``float()``, ``math.exp``); the message names the line.
         SpecializationLimitError: a function ``loss`` took more than
@@ -196,9 +272,15 @@ def minimize(
         >>> r = sa.minimize(piecewise, [w], method="lbfgs")
         >>> r.success, round(w.data, 6)
         (True, 2.0)
+        >>> r = sa.minimize(piecewise, [w], method="lbfgs", bounds=(-1.0, 1.5))
+        >>> round(w.data, 6), r.active_mask.tolist()      # held at the upper bound
+        (1.5, [1])
     """
     check_choice(method, "method", METHODS)
-    plist = check_params(params)
+    plist = check_params(params, requires_grad=False)
+    if bounds is not None and method != "lbfgs":
+        raise ValueError(f"`bounds` needs method='lbfgs' (L-BFGS-B); got method={method!r}")
+    box = check_bounds(bounds, len(plist))
     opts = _options(method, options)
     iterations = _DEFAULT_ITERATIONS[method] if max_iterations is None else max_iterations
     iterations = check_positive_int(iterations, "max_iterations")
@@ -210,28 +292,20 @@ def minimize(
 
     function: Any
     if isinstance(loss, Value):
-        from scalar_autograd.runtime import compile as jit_compile
-
-        input_leaves = list(inputs)
-        for i, v in enumerate(input_leaves):
-            if not isinstance(v, Value):
-                raise TypeError(f"`inputs` of a Value loss must be leaf Values; inputs[{i}] "
-                                f"is {type(v).__name__}")
-        function = jit_compile(loss, plist, input_leaves, backend=backend)
+        leaves = input_leaves(inputs, plist, "a Value loss")
+        function = compiled_graph(loss, plist, leaves, backend=backend)
         runtime_inputs = None
     elif is_compiled_function(loss):
         check_compiled(loss, plist)
         function = loss
         runtime_inputs = inputs
     elif callable(loss):
-        if len(inputs):
-            raise ValueError("`inputs` is only used with a Value or compiled loss; a "
-                             "function loss takes the params only (close over the data)")
-        traced = TracedOracle(loss, plist, max_specializations=max_specializations,
-                              backend=backend)
+        leaves = input_leaves(inputs, plist, "a function loss", ValueError)
+        traced = TracedOracle(loss, plist, inputs=leaves,
+                              max_specializations=max_specializations, backend=backend)
         x0 = np.array([p.data for p in plist], dtype=np.float64)
         result = _run(method, traced, x0, config, iterations, opts, callback, progress,
-                      history)
+                      history, box)
         for p, xi in zip(plist, result.x.tolist()):
             p.data = xi
         return result
@@ -242,7 +316,7 @@ def minimize(
     x0 = np.array([p.data for p in plist], dtype=np.float64)
     with bound_oracle(function, len(plist), runtime_inputs) as oracle:
         result = _run(method, oracle, x0, config, iterations, opts, callback, progress,
-                      history)
+                      history, box)
     for p, xi in zip(plist, result.x.tolist()):
         p.data = xi
     return result
@@ -250,12 +324,14 @@ def minimize(
 
 def _run(method: str, oracle: BoundOracle, x0: np.ndarray, config: Any, iterations: int,
          opts: dict[str, Any], callback: Callback | None, progress: bool,
-         history: bool) -> OptimizeResult:
+         history: bool, box: Box | None = None) -> OptimizeResult:
     """Run the method's loop on an oracle with BoundOracle's buffers."""
     if method == "lbfgs":
         cb = callback
         if progress:
             cb = _progress_callback(callback, iterations)
+        if box is not None:
+            return lbfgsb_minimize(oracle, x0, box, config, callback=cb, history=history)
         return lbfgs_minimize(oracle, x0, config, callback=cb, history=history)
     return run_first_order(
         oracle, x0, config, iterations,
@@ -270,3 +346,167 @@ def _progress_callback(callback: Callback | None, total: int) -> Callback:
         return callback(iteration, x, fun) if callback is not None else None
 
     return report
+
+
+# ---------------------------------------------------------------------------- sa.lbfgs
+def _is_param_list(obj: Any) -> bool:
+    """Whether ``obj`` looks like a list of params rather than an objective."""
+    return (not callable(obj) and not isinstance(obj, (Value, str, bytes))
+            and isinstance(obj, Iterable))
+
+
+def lbfgs(
+    objective: Value | Callable[[list[Value]], Value] | Any,
+    params: Sequence[Value],
+    *,
+    bounds: Any = None,
+    max_iterations: int = LBFGSConfig.max_iterations,
+    history_size: int = LBFGSConfig.history_size,
+    gradient_tolerance: float = LBFGSConfig.gradient_tolerance,
+    ftol: float = LBFGSConfig.ftol,
+    max_evaluations: int = LBFGSConfig.max_evaluations,
+    c1: float = LBFGSConfig.c1,
+    c2: float = LBFGSConfig.c2,
+    max_line_search: int = LBFGSConfig.max_line_search,
+    inputs: Any = None,
+    callback: Callback | None = None,
+    history: bool = False,
+    backend: str = "auto",
+) -> OptimizeResult:
+    """Minimise ``objective`` over ``params`` by L-BFGS (L-BFGS-B with ``bounds``).
+
+    The arguments come in scipy's order, objective first, as in :func:`minimize`.
+    ``sa.lbfgs(params, objective)``, the order of earlier versions, still works (told
+    apart by the arguments' types) and gives a ``DeprecationWarning``.
+
+    Without ``bounds``, L-BFGS with a strong-Wolfe line search
+    (:func:`~scalar_autograd.optim.lbfgs.lbfgs_minimize`). With ``bounds``, L-BFGS-B
+    (:func:`~scalar_autograd.optim.lbfgsb.lbfgsb_minimize`, scipy's algorithm): the
+    objective is only ever evaluated inside the box, a start outside it is projected
+    onto it (as scipy does), ``gradient_tolerance`` bounds the projected gradient and
+    ``result.active_mask`` marks the params held at a bound.
+
+    Stopping: when ``max |g_i| <= gradient_tolerance`` (``g`` projected with bounds), or
+    when an iteration lowers the objective by a relative ``ftol`` or less, or at
+    ``max_iterations``/``max_evaluations``. The defaults are scipy's; a problem whose
+    minimum is exactly 0 (inverse kinematics to a reachable target, a fit through
+    exact data) often stops on ``ftol`` while the objective is still far above
+    rounding: ``ftol=0`` lets it run until the gradient test holds, and a smaller
+    ``gradient_tolerance`` gets closer still.
+
+    Args:
+        objective: a function ``objective(params) -> Value`` (the graph is rebuilt and
+            back-propagated at every evaluation: any Python works, and ``.grad`` is
+            left at the final gradient), a ``Value`` loss built from ``params``
+            (compiled once, and reused when the same graph comes again, as in
+            :func:`minimize`), or a compiled function from ``sa.compile(loss, params)``
+            (called on float64 vectors).
+        params: the leaf ``Value``s to optimise (distinct; ``requires_grad`` is not
+            needed).
+        bounds: ``(lower, upper)``: each a number, one bound per param or ``None``;
+            ``-inf``/``inf`` for no bound, equal bounds fix a param (scipy's
+            conventions, see :func:`~scalar_autograd.optim.lbfgsb.check_bounds`).
+        max_iterations: the most iterations, >= 1.
+        history_size: the number of curvature pairs kept, >= 1.
+        gradient_tolerance: stop when ``max |g_i| <= gradient_tolerance``, >= 0.
+        ftol: stop when ``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol``, >= 0.
+        max_evaluations: the most objective evaluations, >= 1.
+        c1: sufficient-decrease constant of the line search, in (0, 1).
+        c2: curvature constant of the line search, in (c1, 1).
+        max_line_search: the most evaluations per line search, >= 1.
+        inputs: for a compiled ``objective``, its runtime input values (numbers; by
+            default the current ``.data`` of its input leaves); for a ``Value``
+            objective, leaf ``Value``s compiled as runtime inputs.
+        callback: ``callback(iteration, x, fun)``; returning ``True`` stops.
+        history: record the objective at every iterate in ``result.history``.
+        backend: the JIT backend for a ``Value`` objective (see ``sa.compile``).
+
+    Returns:
+        An :class:`OptimizeResult`. The parameters' ``.data`` is set to ``result.x``
+        (also when the run stops without converging). With a function objective their
+        ``.grad`` holds the gradient at ``result.x``; the other kinds leave ``.grad``
+        alone. If the objective raises, the parameters keep their old values.
+
+    Raises:
+        TypeError, ValueError: for invalid parameters, options or bounds, named in the
+            message.
+
+    Example:
+        >>> import scalar_autograd as sa
+        >>> a = sa.Value(-1.2); b = sa.Value(1.0)
+        >>> def rosenbrock(p):
+        ...     x, y = p
+        ...     return (1 - x) ** 2 + 100 * (y - x * x) ** 2
+        >>> r = sa.lbfgs(rosenbrock, [a, b])
+        >>> r.success, round(a.data, 4), round(b.data, 4)
+        (True, 1.0, 1.0)
+        >>> r = sa.lbfgs(rosenbrock, [a, b], bounds=(None, [0.5, 2.0]))
+        >>> round(a.data, 6), round(b.data, 6), r.active_mask.tolist()
+        (0.5, 0.25, [1, 0])
+    """
+    if _is_param_list(objective) and not _is_param_list(params):
+        warnings.warn("sa.lbfgs(params, objective) is deprecated: write "
+                      "sa.lbfgs(objective, params), the order of sa.minimize and "
+                      "scipy.optimize.minimize", DeprecationWarning, stacklevel=2)
+        objective, params = params, objective
+    plist = check_params(params, requires_grad=False)
+    config = lbfgs_config(max_iterations=max_iterations, history_size=history_size,
+                          gradient_tolerance=gradient_tolerance, ftol=ftol,
+                          max_evaluations=max_evaluations, c1=c1, c2=c2,
+                          max_line_search=max_line_search)
+    check_callback(callback)
+    check_bool(history, "history")
+    box = check_bounds(bounds, len(plist))
+    x0 = np.array([p.data for p in plist], dtype=np.float64)
+
+    def solve(oracle: Any) -> OptimizeResult:
+        if box is not None:
+            return lbfgsb_minimize(oracle, x0, box, config, callback=callback,
+                                   history=history)
+        return lbfgs_minimize(oracle, x0, config, callback=callback, history=history)
+
+    if isinstance(objective, Value):
+        leaves = input_leaves(() if inputs is None else inputs, plist, "a Value objective")
+        function = compiled_graph(objective, plist, leaves, backend=backend)
+        with bound_oracle(function, len(plist)) as oracle:
+            res = solve(oracle)
+    elif is_compiled_function(objective):
+        check_compiled(objective, plist)
+        with bound_oracle(objective, len(plist), inputs) as oracle:
+            res = solve(oracle)
+    elif callable(objective):
+        if inputs is not None:
+            raise ValueError("`inputs` is only used with a compiled objective (numbers) or "
+                             "a Value objective (leaf Values); got a function objective: "
+                             "let it read the data")
+        res = _solve_eagerly(plist, objective, x0, solve)
+    else:
+        raise TypeError(
+            "`objective` must be a function of the params returning a Value, a Value "
+            f"loss or a compiled function; got {type(objective).__name__} {objective!r:.60}"
+        )
+    for p, xi in zip(plist, res.x.tolist()):
+        p.data = xi
+    return res
+
+
+def _solve_eagerly(params: list[Value], objective: Callable[[list[Value]], Value],
+                   x0: np.ndarray, solve: Callable[[Any], OptimizeResult]) -> OptimizeResult:
+    """Run ``solve`` on the eager oracle (graph rebuilt and back-propagated at every
+    evaluation), with ``requires_grad`` switched on for the run; ``.grad`` is left at
+    the gradient of the returned point, ``.data`` restored if anything raises."""
+    saved = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad = True
+    fg = value_oracle(params, objective)
+    try:
+        res = solve(fg)
+        fg(res.x)
+    except BaseException:
+        for p, xi in zip(params, x0.tolist()):
+            p.data = xi
+        raise
+    finally:
+        for p, requires_grad in zip(params, saved):
+            p.requires_grad = requires_grad
+    return res

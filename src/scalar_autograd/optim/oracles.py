@@ -3,8 +3,12 @@
 Solvers work on float64 vectors; these adapters are where ``Value`` parameters meet
 them. :func:`value_oracle` rebuilds the graph and runs ``backward()`` at every call (the
 eager path); :class:`BoundOracle` runs a compiled function's bound native call on fixed
-float64 buffers; :class:`TracedOracle` calls ``sa.value_and_grad`` of a Python
-objective, whose branches are guarded and re-traced where they change.
+float64 buffers; :class:`TracedOracle` traces a Python objective with guards on its
+branches (re-traced where they change), as ``sa.value_and_grad`` does, with runtime
+inputs read by closure. Compiling is cached at two levels: :func:`compiled_graph`
+remembers the compiled function of a ``Value`` loss graph passed again (while its
+constant leaves are unchanged), and :func:`compiled_program` the compiled function,
+with its bound buffers, of every program a traced objective gives.
 
 Example:
     >>> import numpy as np
@@ -18,16 +22,20 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import numbers
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from scalar_autograd.graph import gc_paused, topological_order
 from scalar_autograd.optim.equations import FloatArray
 from scalar_autograd.optim.line_search import FunAndGrad
 from scalar_autograd.runtime.jit import MAX_SPECIALIZATIONS
+from scalar_autograd.tracing import tracing
 from scalar_autograd.value import Value
 
 
@@ -132,13 +140,24 @@ class BoundOracle:
 
 
 class TracedOracle(BoundOracle):
-    """A flat oracle over ``sa.value_and_grad`` of ``objective(params) -> Value``.
+    """A flat oracle over a Python objective ``objective(params) -> Value``, traced here.
 
-    ``objective`` is traced on fresh leaf Values (one per param, holding ``x``) and
-    compiled with its Python branches as guards (:class:`scalar_autograd.Traced`): at
-    every ``x`` the guards are checked in the same native call, and a changed branch
-    is traced again, so the oracle follows ``if``/``while``/``min``/``max`` on the
-    params. It has :class:`BoundOracle`'s buffers; ``call`` is a Python callable (the
+    ``objective`` is called with fresh leaf Values (one per param, holding ``x``) under
+    :func:`scalar_autograd.tracing.tracing`, as ``sa.value_and_grad`` traces a
+    function: its Python branches on those leaves and on ``inputs`` become guards,
+    compiled into the same native function as the loss and its gradient and checked at
+    every evaluation; a changed branch is traced again at that point. The leaf Values
+    in ``inputs`` (data the objective reads by closure, such as a target) are traced as
+    runtime inputs, read once when the oracle is made: new data gives the same program.
+
+    The oracle is made afresh for every solve, and the first evaluation traces the
+    objective at the start point, so it always sees the current state of whatever it
+    reads. What is reused across solves is everything after the trace: a traced
+    program equal to one seen before (same structure, same constants bit for bit) gets
+    the same compiled function and the same bound buffers (:func:`compiled_program`),
+    so re-solving with new ``inputs`` costs one trace and no compilation.
+
+    It has :class:`BoundOracle`'s buffers; ``call`` is a Python callable (the
     first-order loop then steps in Python, one native call per step).
 
     Raises (when called):
@@ -147,48 +166,232 @@ class TracedOracle(BoundOracle):
         TypeError: ``objective`` returned something other than a scalar Value or float.
         scalar_autograd.ConcretizationError: ``float()``/``math.*`` of a traced value.
         scalar_autograd.SpecializationLimitError: more than ``max_specializations``
-            branch patterns.
+            branch patterns in one solve.
     """
 
     def __init__(self, objective: Callable[[list[Value]], Value], params: Sequence[Value],
-                 *, max_specializations: int = MAX_SPECIALIZATIONS, backend: str = "auto") -> None:
-        from scalar_autograd.runtime.jit import value_and_grad
-
+                 *, inputs: Sequence[Value] = (), max_specializations: int = MAX_SPECIALIZATIONS,
+                 backend: str = "auto") -> None:
         n = len(params)
         self.x = np.zeros(n)
         self.grad = np.zeros(n)
         self.value = np.zeros(1)
-        self.inputs = np.zeros(0)
-        outer = {id(p) for p in params}
-        name = getattr(objective, "__name__", "objective")
+        self.input_leaves = list(inputs)
+        self.inputs = np.array([u.data for u in self.input_leaves], dtype=np.float64)
+        self.objective = objective
+        self.name = getattr(objective, "__name__", "objective")
+        self.max_specializations = max_specializations
+        self.backend = backend
+        self._outer = {id(p) for p in params}
+        self._specs: list[_TracedSpecialization] = []   # this solve's, most recent first
+        self.call = self._evaluate
 
-        def traced(leaves: list[Value]) -> Any:
-            out = objective(leaves)
-            if isinstance(out, Value) and _reaches(out, outer):
-                raise ValueError(
-                    f"`{name}` must compute the loss from the list it is given: it was "
-                    f"called with traced copies of the params, and its result reaches "
-                    f"the params themselves (captured from outside), whose values would "
-                    f"be frozen into the compiled code")
-            return out
+    @property
+    def n_specializations(self) -> int:
+        """The branch patterns traced in this solve."""
+        return len(self._specs)
 
-        traced.__name__ = name
-        traced.__qualname__ = getattr(objective, "__qualname__", name)
-        self.function = value_and_grad(traced, max_specializations=max_specializations,
-                                       backend=backend)
+    def _evaluate(self) -> None:
+        specs = self._specs
+        for i, spec in enumerate(specs):
+            if spec.run(self.x, self.inputs):
+                if i:
+                    specs.insert(0, specs.pop(i))
+                spec.read(self.value, self.grad)
+                return
+        spec = self._specialize()
+        spec.run(self.x, self.inputs)  # traced at x: used at x (its guards hold up to rounding)
+        spec.read(self.value, self.grad)
 
-        def call() -> None:
-            f, g = self.function(self.x)
-            self.value[0] = f
-            self.grad[:] = g
+    def _specialize(self) -> _TracedSpecialization:
+        """Trace the objective at ``x`` and add its specialisation (or find it again)."""
+        from scalar_autograd.ir.trace import trace as trace_program
+        from scalar_autograd.runtime.jit import (
+            _distinct,
+            guard_indicator,
+            specialization_limit_error,
+        )
 
-        self.call = call
+        leaves = [Value(float(v), requires_grad=True) for v in self.x.tolist()]
+        with gc_paused(), tracing(leaves + self.input_leaves) as t:
+            out = self.objective(leaves)
+            if isinstance(out, numbers.Real) and not isinstance(out, (bool, Value)):
+                out = Value(float(out))
+            if not isinstance(out, Value):
+                raise TypeError(f"`{self.name}` must return a Value (a scalar loss) or a "
+                                f"float; got {type(out).__name__} {out!r:.60}")
+        if _reaches(out, self._outer):
+            raise ValueError(
+                f"`{self.name}` must compute the loss from the list it is given: it was "
+                f"called with traced copies of the params, and its result reaches the "
+                f"params themselves (captured from outside), whose values would be "
+                f"frozen into the compiled code")
+        guards = _distinct(t.guards)
+        pattern = [(g.site, g.taken) for g in guards]
+        ok = guard_indicator(guards)
+        outputs = [out] if ok is None else [out, ok]
+        with gc_paused():
+            program, _ = trace_program(outputs, leaves, self.input_leaves)
+        compiled = compiled_program(program, self.backend, n_aux=len(outputs) - 1,
+                                    params=leaves, inputs=self.input_leaves)
+        for spec in self._specs:
+            if spec.compiled is compiled:  # the guards disagreed by rounding only
+                return spec
+        if len(self._specs) >= self.max_specializations:
+            raise specialization_limit_error(
+                self.name, self.max_specializations,
+                [s.pattern for s in self._specs] + [pattern],
+                remedy="or raise minimize's max_specializations")
+        spec = _TracedSpecialization(compiled, pattern, guarded=ok is not None)
+        self._specs.insert(0, spec)
+        return spec
 
     def __call__(self, x: FloatArray) -> tuple[float, FloatArray]:
         if x is not self.x:
             self.x[:] = x
         self.call()
         return float(self.value[0]), self.grad
+
+
+class _TracedSpecialization:
+    """One branch pattern of a :class:`TracedOracle`: a compiled function (value,
+    gradient and, when guarded, the guards' indicator as one more output)."""
+
+    __slots__ = ("compiled", "pattern", "guarded", "n")
+
+    def __init__(self, compiled: Any, pattern: list[tuple[str, bool]], guarded: bool) -> None:
+        self.compiled = compiled
+        self.pattern = pattern
+        self.guarded = guarded
+        self.n = compiled.n_params
+
+    def run(self, x: FloatArray, u: FloatArray) -> bool:
+        """Evaluate at ``x`` (inputs ``u``) in this thread's buffers; whether the
+        guards hold there (the buffers are loaded on every call: a nested solve in a
+        callback may have used them)."""
+        b = self.compiled._buffers(True)
+        b.x[:] = x
+        if u.size:
+            b.u[:] = u
+        b.call()
+        return not self.guarded or b.val.item(1) == 1.0
+
+    def read(self, value: FloatArray, grad: FloatArray) -> None:
+        b = self.compiled._buffers(True)
+        value[0] = b.val.item(0)
+        grad[:] = b.der[: self.n]
+
+
+# Compiled functions by program, so that a function objective traced again (every solve
+# traces it at its start point) finds the compiled function, and the buffers bound to
+# it in each thread, of the last solve that traced the same program. Keyed by the kernel
+# cache's entry (one per program structure and backend), held here with its function.
+_PROGRAMS: OrderedDict[int, Any] = OrderedDict()
+_PROGRAMS_SIZE = 64
+_PROGRAMS_LOCK = threading.Lock()
+
+
+def compiled_program(program: Any, backend: str, *, n_aux: int, params: Sequence[Value],
+                     inputs: Sequence[Value]) -> Any:
+    """The compiled function of a traced ``program`` (with ``n_aux`` auxiliary outputs),
+    the same object for the same program while it is among the last 64 used."""
+    from scalar_autograd.runtime.compiled import CompiledFunction, _entry_for
+
+    entry = _entry_for(program, backend, n_aux=n_aux)
+    key = id(entry)
+    with _PROGRAMS_LOCK:
+        compiled = _PROGRAMS.get(key)
+        if compiled is not None and compiled._entry is entry:
+            _PROGRAMS.move_to_end(key)
+            return compiled
+    compiled = CompiledFunction(entry, params, inputs, requested_backend=backend)
+    with _PROGRAMS_LOCK:
+        _PROGRAMS[key] = compiled
+        _PROGRAMS.move_to_end(key)
+        while len(_PROGRAMS) > _PROGRAMS_SIZE:
+            _PROGRAMS.popitem(last=False)
+    return compiled
+
+
+# ---------------------------------------------------------------------------- Value graphs
+class _GraphEntry:
+    """A compiled loss graph and what it was compiled from: the root (weakly), the
+    leaves frozen into it as constants and their values then (bit patterns)."""
+
+    __slots__ = ("root", "function", "constants", "bits")
+
+    def __init__(self, root: weakref.ref[Value], function: Any, constants: list[Value]) -> None:
+        self.root = root
+        self.function = function
+        self.constants = constants
+        self.bits = _bits(constants)
+
+    def holds(self, loss: Value) -> bool:
+        """Whether the entry still compiles ``loss``: the same root object, and every
+        constant leaf still holds the value it was compiled with."""
+        return self.root() is loss and np.array_equal(_bits(self.constants), self.bits)
+
+
+def _bits(leaves: list[Value]) -> np.ndarray:
+    return np.array([v.data for v in leaves], dtype=np.float64).view(np.int64)
+
+
+_GRAPHS: OrderedDict[tuple[Any, ...], _GraphEntry] = OrderedDict()
+_GRAPHS_SIZE = 32
+_GRAPHS_LOCK = threading.Lock()
+
+
+def compiled_graph(loss: Value, params: Sequence[Value], inputs: Sequence[Value] = (), *,
+                   backend: str = "auto") -> Any:
+    """``sa.compile(loss, params, inputs)``, reused when the same graph comes again.
+
+    The last 32 graphs are remembered by the identity of their root ``Value``, params
+    and inputs and by the backend. A graph never changes shape once built, but its
+    leaves' ``.data`` can: params and inputs are read at every call, and every other
+    leaf is a constant compiled in, so the compiled function is reused only while each
+    constant leaf still holds the value it was compiled with (compared bit for bit);
+    otherwise the graph is compiled again (a new value gives a new program; the kernel
+    cache still serves any program seen before). An entry goes when its root is freed.
+
+    Example:
+        >>> import scalar_autograd as sa
+        >>> w = sa.Value(1.0); c = sa.Value(3.0)
+        >>> loss = (w - c) ** 2
+        >>> compiled_graph(loss, [w]) is compiled_graph(loss, [w])
+        True
+        >>> c.data = 4.0                         # a constant changed: compiled again
+        >>> compiled_graph(loss, [w]).value_and_grad([0.0])[0]
+        16.0
+    """
+    from scalar_autograd.runtime import compile as jit_compile
+
+    key = (id(loss), tuple(map(id, params)), tuple(map(id, inputs)), backend)
+    with _GRAPHS_LOCK:
+        entry = _GRAPHS.get(key)
+    if entry is not None and entry.holds(loss):
+        with _GRAPHS_LOCK:
+            if key in _GRAPHS:
+                _GRAPHS.move_to_end(key)
+        return entry.function
+    function = jit_compile(loss, list(params), list(inputs), backend=backend)
+    runtime = {id(v) for v in params} | {id(v) for v in inputs}
+    with gc_paused():
+        constants = [v for v in topological_order(loss)
+                     if v.op is None and id(v) not in runtime]
+
+    def forget(_: Any, key: tuple[Any, ...] = key) -> None:
+        with _GRAPHS_LOCK:
+            current = _GRAPHS.get(key)
+            if current is not None and current.root() is None:
+                del _GRAPHS[key]
+
+    entry = _GraphEntry(weakref.ref(loss, forget), function, constants)
+    with _GRAPHS_LOCK:
+        _GRAPHS[key] = entry
+        _GRAPHS.move_to_end(key)
+        while len(_GRAPHS) > _GRAPHS_SIZE:
+            _GRAPHS.popitem(last=False)
+    return function
 
 
 def _reaches(out: Value, targets: set[int]) -> bool:

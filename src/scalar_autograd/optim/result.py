@@ -27,7 +27,8 @@ class Status(Enum):
     ====================  =======  =====================================================
     member                success  when
     ====================  =======  =====================================================
-    CONVERGED_GRADIENT    yes      ``max |g_i| <= gradient_tolerance``
+    CONVERGED_GRADIENT    yes      ``max |g_i| <= gradient_tolerance`` (with bounds:
+                                   of the projected gradient)
     CONVERGED_FTOL        yes      ``(f_k - f_k+1) / max(|f_k|, |f_k+1|, 1) <= ftol``
     COMPLETED             yes      a first-order method ran all ``max_iterations`` steps
     MAX_ITERATIONS        no       L-BFGS reached ``max_iterations`` unconverged
@@ -78,6 +79,12 @@ class OptimizeResult:
         success: ``status.success``.
         history: with ``history=True``, the objective at every iterate
             ``x_0, x_1, ..., x_iterations`` (so ``history[-1] == fun``); else ``None``.
+        active_mask: for a run with ``bounds``, which bound holds each variable at
+            ``x``: ``-1`` at its lower bound with the gradient pushing it further down
+            (``g_i > 0``), ``1`` at its upper bound with ``g_i < 0``, ``0`` otherwise
+            (a read-only int8 array, as ``scipy.optimize.least_squares``' field);
+            ``None`` for a run without bounds. With bounds, ``grad_norm`` is the
+            infinity norm of the projected gradient ``x - P(x - g)``.
     """
 
     x: FloatArray
@@ -87,6 +94,7 @@ class OptimizeResult:
     nfev: int
     status: Status
     history: tuple[float, ...] | None = None
+    active_mask: np.ndarray | None = None
     message: str = field(init=False)
     success: bool = field(init=False)
 
@@ -98,12 +106,18 @@ class OptimizeResult:
         object.__setattr__(self, "grad_norm", float(self.grad_norm))
         if self.history is not None:
             object.__setattr__(self, "history", tuple(float(h) for h in self.history))
+        if self.active_mask is not None:
+            mask = np.array(self.active_mask, dtype=np.int8, copy=True)
+            mask.setflags(write=False)
+            object.__setattr__(self, "active_mask", mask)
         object.__setattr__(self, "message", self.status.value)
         object.__setattr__(self, "success", self.status.success)
 
     def __repr__(self) -> str:
+        bounds = ("" if self.active_mask is None else
+                  f", active_mask={np.array2string(self.active_mask, threshold=8)}")
         return (
             f"OptimizeResult(success={self.success}, status={self.status.name}, "
             f"fun={self.fun!r}, grad_norm={self.grad_norm!r}, iterations={self.iterations}, "
-            f"nfev={self.nfev}, x={np.array2string(self.x, threshold=8)})"
+            f"nfev={self.nfev}, x={np.array2string(self.x, threshold=8)}{bounds})"
         )
