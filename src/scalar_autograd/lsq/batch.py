@@ -263,8 +263,15 @@ class BatchJob:
 
     def __init__(self, model: Model, x0: np.ndarray, U: np.ndarray, u_stride: int,
                  Y: np.ndarray | None, W: np.ndarray | None, options: SolverOptions,
-                 covariance: bool = True, bounds: Bounds | None = None) -> None:
+                 covariance: bool = True, bounds: Bounds | None = None,
+                 absolute_sigma: bool | None = None) -> None:
+        """``absolute_sigma`` True or False: each chunk's ``pcov`` is finished where
+        the chunk is solved (pseudo-inverses where the Cholesky inverse was refused,
+        scipy's variance scaling unless absolute), in parallel; None leaves the raw
+        ``(J^T J)^-1`` for the caller (one fit)."""
         self.model, self.U, self.u_stride, self.Y, self.W = model, U, u_stride, Y, W
+        self.absolute_sigma = absolute_sigma
+        self._inf_covariance = False
         self.options = options
         self.bounds = bounds
         self.count = x0.shape[0]
@@ -273,17 +280,65 @@ class BatchJob:
         self.option_array = _option_array(options)
         self.covariance = covariance
         self.out = BatchOutput.empty(x0, model.m, covariance=covariance)
+        self._starts = self.out.x.copy() if absolute_sigma is not None else self.out.x
         self.active = np.zeros((self.count, model.n), dtype=int)
 
     # ------------------------------------------------------------------ here
     def solve(self, start: int, stop: int) -> None:
-        """Solve problems ``start .. stop-1`` on this thread."""
-        if self.native:
-            self.model.solver().run(self.out, start, stop, self.model.rows, self.U,
-                                    self.u_stride, self.Y, self.W, self.option_array)
-        else:
+        """Solve problems ``start .. stop-1`` on this thread.
+
+        A KeyboardInterrupt (on the calling thread, between problems of the numpy
+        loop or after the native call) leaves every problem either solved and finished
+        or not run: the problems stored so far, a prefix of the chunk, are finished
+        before it propagates.
+        """
+        try:
+            if self.native:
+                self.model.solver().run(self.out, start, stop, self.model.rows, self.U,
+                                        self.u_stride, self.Y, self.W, self.option_array)
+            else:
+                for i in range(start, stop):
+                    self._solve_numpy(i)
+        except KeyboardInterrupt:
+            stored = int(np.count_nonzero(self.out.status[start:stop] != NOT_RUN))
+            self._finish(start, start + stored)
+            raise
+        self._finish(start, stop)
+
+    def _finish(self, start: int, stop: int) -> None:
+        """:meth:`_finish_covariance` of the problems ``start .. stop-1`` when this job
+        finishes chunks; interrupted, it marks them not run (whole or not at all)."""
+        if self.absolute_sigma is None or not self.covariance or stop <= start:
+            return
+        try:
+            self._finish_covariance(start, stop)
+        except KeyboardInterrupt:
+            x0 = self._starts[start:stop]
             for i in range(start, stop):
-                self._solve_numpy(i)
+                self._unstore(i, x0[i - start])
+            raise
+
+    def _finish_covariance(self, start: int, stop: int) -> None:
+        """``pcov`` of problems ``start .. stop-1`` by scipy's rules: a pseudo-inverse
+        where the native Cholesky inverse was refused (nearly singular ``J^T J``), then
+        ``2 cost / (m - n)`` times it unless ``absolute_sigma`` (inf when ``m <= n``)."""
+        out = self.out
+        assert out.covariance is not None
+        n, m = self.model.n, self.model.m
+        pcov = out.covariance[start:stop]
+        status = out.status[start:stop]
+        solved = (status != NOT_RUN) & \
+            (status != STATUSES.index(Status.NONFINITE_INITIAL))
+        redo = np.flatnonzero(solved & np.isnan(pcov).any(axis=(1, 2)))
+        if redo.size:
+            self._pseudo_inverses(redo + start, out.covariance)
+        if not self.absolute_sigma:
+            if m > n:
+                pcov *= (2.0 * out.cost[start:stop] / (m - n))[:, None, None]
+            else:
+                pcov[solved] = np.inf
+        if solved.any() and np.isinf(pcov[solved]).any():
+            self._inf_covariance = True
 
     def _rows(self, a: np.ndarray | None, i: int) -> np.ndarray | None:
         if a is None:
@@ -315,7 +370,7 @@ class BatchJob:
         covariance = None
         if self.covariance and out.covariance is not None \
                 and result.status is not Status.NONFINITE_INITIAL:
-            covariance = _pinv_normal(np.asarray(result.jacobian))
+            covariance = _symmetric(_pinv_normal(np.asarray(result.jacobian)))
         try:
             out.x[i] = result.x
             out.cost[i] = result.cost
@@ -349,7 +404,8 @@ class BatchJob:
         Y = self.Y if self.Y is None or self.Y.ndim == 1 else self.Y[start:stop]
         W = self.W if self.W is None or self.W.ndim == 1 else self.W[start:stop]
         return solve_chunk, (self.model.spec(), self.out.x[start:stop].copy(), U,
-                             self.u_stride, Y, W, self.options, self.covariance, self.bounds)
+                             self.u_stride, Y, W, self.options, self.covariance, self.bounds,
+                             self.absolute_sigma)
 
     def merge(self, start: int, stop: int, result: BatchOutput) -> None:
         """Store a chunk solved elsewhere (with its active bounds when it is a
@@ -363,27 +419,19 @@ class BatchJob:
             target = getattr(out, name)
             if target is not None:
                 target[start:stop] = getattr(result, name)
+        if self.absolute_sigma is not None and result.covariance is not None \
+                and np.isinf(result.covariance).any():
+            self._inf_covariance = True
 
     # ------------------------------------------------------------------ result
-    def result(self, interrupted: bool, absolute_sigma: bool = True) -> BatchFitResult:
-        """The :class:`BatchFitResult`, with ``pcov`` scaled by scipy's rules."""
+    def result(self, interrupted: bool) -> BatchFitResult:
+        """The :class:`BatchFitResult` (its ``pcov`` finished chunk by chunk, see
+        :meth:`_finish_covariance`)."""
         out = self.out
-        n, m = self.model.n, self.model.m
+        n = self.model.n
         pcov = out.covariance if out.covariance is not None \
             else np.full((self.count, n, n), np.nan)
-        solved = (out.status != NOT_RUN) & \
-            (out.status != STATUSES.index(Status.NONFINITE_INITIAL))
-        # rows the native Cholesky inverse refused (nearly singular): a pseudo-inverse
-        redo = np.flatnonzero(solved & np.isnan(pcov).any(axis=(1, 2)))
-        if redo.size and self.covariance:
-            self._pseudo_inverses(redo, pcov)
-        pcov = _symmetric(pcov)
-        if self.covariance and not absolute_sigma:
-            if m > n:
-                pcov *= (2.0 * out.cost / (m - n))[:, None, None]
-            else:
-                pcov[solved] = np.inf
-        if self.covariance and solved.any() and np.isinf(pcov[solved]).any():
+        if self._inf_covariance:
             import warnings
 
             warnings.warn("the covariance of some fits could not be estimated (inf "
@@ -406,7 +454,7 @@ class BatchJob:
             w = self._rows(self.W, i)
             if w is not None:
                 J = J * w[:, None]
-            pcov[i] = _pinv_normal(J)
+            pcov[i] = _symmetric(_pinv_normal(J))
 
 
 def _symmetric(pcov: np.ndarray) -> np.ndarray:
@@ -440,11 +488,12 @@ class ChunkOutput(BatchOutput):
 
 def solve_chunk(spec: tuple[Any, int, str], x0: np.ndarray, U: np.ndarray, u_stride: int,
                 Y: np.ndarray | None, W: np.ndarray | None, options: SolverOptions,
-                covariance: bool, bounds: Bounds | None = None) -> ChunkOutput:
+                covariance: bool, bounds: Bounds | None = None,
+                absolute_sigma: bool | None = None) -> ChunkOutput:
     """Solve one chunk in this process (an executor's task): the model is rebuilt
     from its program once per process, then the chunk is solved on one thread."""
     job = BatchJob(_remote_model(spec), x0, U, u_stride, Y, W, options, covariance,
-                   bounds)
+                   bounds, absolute_sigma)
     job.solve(0, job.count)
     return ChunkOutput(**vars(job.out),
                        active_mask=None if bounds is None else job.active)
@@ -566,7 +615,7 @@ def batch_least_squares(
     model = trace_model(build, n, sum(widths), 1, f"residual_fn {name!r}")
     U = stack_rows(arrays, count)
     job = BatchJob(model, np.ascontiguousarray(start, dtype=float), U,
-                   sum(widths), None, None, opts, bounds=limits)
+                   sum(widths), None, None, opts, bounds=limits, absolute_sigma=True)
     interrupted = fan_out(job, workers=workers, executor=executor, chunk_size=chunk_size,
                           progress=progress, noun="problems")
     return job.result(interrupted)

@@ -495,7 +495,8 @@ def batch_curve_fit(
                        f"({count}, {m})")
         raise
     job = BatchJob(model, np.ascontiguousarray(start, dtype=float), np.ascontiguousarray(U),
-                   u_stride, np.ascontiguousarray(Y), W, opts, bounds=limits)
+                   u_stride, np.ascontiguousarray(Y), W, opts, bounds=limits,
+                   absolute_sigma=bool(absolute_sigma))
     interrupted = fan_out(job, workers=workers, executor=executor, chunk_size=chunk_size,
                           progress=progress, noun="fits")
-    return job.result(interrupted, absolute_sigma=absolute_sigma)
+    return job.result(interrupted)
