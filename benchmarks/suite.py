@@ -68,7 +68,8 @@ PEERS = {  # import name -> (display name, install hint)
     "scipy": ("SciPy", "pip install scipy"),
     "matplotlib": ("matplotlib (plots)", "pip install matplotlib"),
 }
-EXTERNAL = {"lsq": ("bench_lsq", "nist_table"), "optim": ("bench_optim",),
+EXTERNAL = {"lsq": ("bench_lsq", "nist_table", "bench_bounds"),
+            "optim": ("bench_optim", "bench_optim_bounds"),
             "jit": ("bench_guards",), "batch": ("bench_batch",),
             "cache": ("bench_cache",)}
 """The other developers' scripts each section calls into, when present."""
