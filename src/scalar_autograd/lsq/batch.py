@@ -137,6 +137,7 @@ class _Shared:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.solver: NativeSolver | None = None
+        self.by_rows: dict[int, Model] = {}
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,17 @@ class Model:
         return self.rows * self.function.n_outputs
 
     def with_rows(self, rows: int) -> Model:
-        """The same model for problems of ``rows`` rows (sharing its native loop)."""
-        return self if rows == self.rows else replace(self, rows=rows)
+        """The same model for problems of ``rows`` rows (sharing its native loop;
+        made once per ``rows``)."""
+        if rows == self.rows:
+            return self
+        cache = self.shared.by_rows
+        model = cache.get(rows)
+        if model is None:
+            if len(cache) >= 16:
+                cache.pop(next(iter(cache)))
+            model = cache[rows] = replace(self, rows=rows)
+        return model
 
     def solver(self) -> NativeSolver:
         """The native loop bound to this model's function (compiled on first use)."""

@@ -308,14 +308,15 @@ def _fit_one(f: Callable[..., Any], xdata: Any, ydata: Any, p0: Any, sigma: Any,
     if not status.success:
         raise RuntimeError(f"Optimal parameters not found: {status.value}")
     popt = out.x[0].copy()
-    if out.covariance is not None and not np.isnan(out.covariance[0]).any():
-        pcov = out.covariance[0].copy()    # (J^T J)^-1 by a well-conditioned Cholesky
+    if out.covariance is not None and np.isfinite(out.covariance[0]).all():
+        # (J^T J)^-1 by a well-conditioned Cholesky (exactly symmetric)
+        pcov = out.covariance[0].copy()
+        warn = False
     else:                                  # nearly singular: scipy's SVD rule
         J = out.jacobian[0] if out.jacobian is not None \
             else _weighted_jacobian(model, X, popt, W)
-        pcov = _pinv_normal(J)
-    pcov = _symmetric(pcov)
-    warn = bool(np.isnan(pcov).any() or np.isinf(pcov).any())
+        pcov = _symmetric(_pinv_normal(J))
+        warn = not np.isfinite(pcov).all()
     if warn:
         pcov = np.full((n, n), np.inf)
     elif not absolute_sigma:

@@ -21,10 +21,11 @@ one Jacobian per trial step here; ``nfev``, ``iterations``, the iterates and the
 statuses are the numpy loop's.
 
 One driver is compiled per process (``n`` and ``m`` are run-time values); it calls the
-model's compiled deriv kernel through its address, row by row:
-``rj(x, u_row, values_row, derivs_row, scratch)``, the kernel of a program whose params
-are the problem's ``n`` parameters, whose inputs are one row of data and whose ``nv``
-outputs are residuals (or model values) of that row.
+model's compiled deriv kernel's rows loop through its address,
+``rows(R, x, U, values, derivs, scratch)`` (the llvm backend's ``@rows``: the kernel,
+inlined, on ``R`` rows of data with one params vector ``x``), for a program whose
+params are the problem's ``n`` parameters, whose inputs are one row of data and whose
+``nv`` outputs are residuals (or model values) of that row.
 
 A problem has ``rows`` such rows (``m = rows * nv`` residuals): a curve fit has one row
 per sample, a general residual function one row per problem. Optionally each problem
@@ -147,16 +148,13 @@ _EVALUATE_PARAMS = ("ptr %fn, i64 %rows, i64 %nu, i64 %nv, i64 %nd, ptr %x, ptr 
 
 
 def _evaluate_fn() -> str:
-    """``@evaluate(fn, rows, nu, nv, nd, x, U, v, D, y, w, scratch)``: the kernel ``fn``
-    on every row (``nd = 0``: values only), then ``v = (v - y) * w`` (``y``, ``w``
-    optional) and each Jacobian row times its ``w``."""
+    """``@evaluate(fn, rows, nu, nv, nd, x, U, v, D, y, w, scratch)``: the kernel's
+    rows loop ``fn`` (the llvm backend's ``@rows``: the kernel inlined into a loop over
+    the rows, one params vector) on every row, then ``v = (v - y) * w`` (``y``, ``w``
+    optional) and each Jacobian row (``nd / nv`` entries) times its ``w``."""
     c = Code()
-    with c.for_("0", "%rows") as i:
-        u = c.gep("double", "%U", c.i("*", i, "%nu"))
-        v = c.gep("double", "%v", c.i("*", i, "%nv"))
-        d = c.gep("double", "%D", c.i("*", i, "%nd"))
-        c.call("%fn", [("ptr", "%x"), ("ptr", u), ("ptr", v), ("ptr", d),
-                       ("ptr", "%scratch")])
+    c.call("%fn", [("i64", "%rows"), ("ptr", "%x"), ("ptr", "%U"), ("ptr", "%v"),
+                   ("ptr", "%D"), ("ptr", "%scratch")])
     has_y, has_w = c.is_set("%y"), c.is_set("%w")
     with c.if_(c.logic("or", has_y, has_w)):
         m = c.i("*", "%rows", "%nv")
@@ -938,7 +936,7 @@ class NativeSolver:
         self.n, self.nu, self.nv = function.n_params, function.n_inputs, function.n_outputs
         self.engine = driver()
         self._lm = BLOCK_FN(self.engine.address("lm_batch"))
-        self._rj = kernel._engine.address("kernel")
+        self._rj = kernel._engine.address("rows")
         self._scratch = max(kernel.n_scratch, 1)
         self._local = threading.local()
 

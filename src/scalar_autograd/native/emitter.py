@@ -127,17 +127,19 @@ def instruction(kind: str, name: str, args: list[str], declarations: set[str],
 
 
 def batch_function(kernel_prefix: str, scratch: str, prologue: str,
-                   strides: tuple[str, str, str, str]) -> str:
+                   strides: tuple[str, str, str, str], name: str = "batch") -> str:
     """LLVM IR of ``@batch``: ``@kernel`` on every row of ``X, U, V, D``.
 
     ``kernel_prefix`` is the leading argument list of ``@kernel`` before the four row
     pointers (``""`` or ``"ptr %desc, "``), ``scratch`` its last argument, ``prologue``
     lines computing the ``strides`` (values or SSA names for params, inputs, values and
-    derivatives per row).
+    derivatives per row). ``name``: the function's name (``"rows"`` with a params
+    stride of ``"0"`` is the llvm backend's one-params, many-rows loop).
     """
     sx, su, sv, sd = strides
     head = "ptr %desc, i64 %n" if kernel_prefix else "i64 %n"
-    return f"""define void @batch({head}, ptr %X, ptr %U, ptr %V, ptr %D, ptr {scratch}) nounwind {{
+    params = f"{head}, ptr %X, ptr %U, ptr %V, ptr %D, ptr {scratch}"
+    return f"""define void @{check_symbol(name)}({params}) nounwind {{
 entry:
 {prologue}  %empty = icmp sle i64 %n, 0
   br i1 %empty, label %done, label %loop
