@@ -186,6 +186,9 @@ VALID: dict[str, Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "grad": lambda: ((lambda x: x * x,), {"backend": "python"}),
     "value_and_grad": lambda: ((lambda x: x * x,), {"backend": "python"}),
     "jacobian": lambda: ((lambda x: x * x,), {"backend": "python"}),
+    "custom_op": lambda: ((lambda m, x: m.exp(x) * x,),
+                          {"partials": lambda m, x, out: (out + m.exp(x),),
+                           "name": "bad_input_probe"}),
 }
 OP_NAMES = {"minimum": "min", "maximum": "max", "if_then_else": "where"}
 """Public spellings of ops whose function name differs from the op's."""

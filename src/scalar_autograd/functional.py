@@ -1,6 +1,7 @@
 """Module-level spelling of every op: ``sa.sin(x)``, ``sa.maximum(a, b)``, ``sa.sum(xs)``.
 
 Each function accepts ``Value``s or real numbers and returns a ``Value``.
+:func:`custom_op` adds an op of your own, with its derivative rule, to the table.
 
 Example:
     >>> import scalar_autograd as sa
@@ -12,9 +13,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, overload
 
 from scalar_autograd.ops import OPS_BY_NAME as _T
+from scalar_autograd.ops import VARIADIC, CustomDefinition, Op, register_custom
 from scalar_autograd.value import Value, ValueLike, apply, as_value, clamp
 
 __all__ = [
@@ -23,7 +26,7 @@ __all__ = [
     "trunc", "minimum", "maximum", "clamp", "relu", "tanh", "sigmoid", "softplus", "sin",
     "cos", "tan", "asin", "acos", "atan", "atan2", "exp", "log", "sinh", "cosh", "log1p",
     "expm1", "eq", "ne", "gt", "lt", "ge", "le", "where", "if_then_else", "sum", "mean",
-    "stop_gradient",
+    "stop_gradient", "custom_op",
 ]
 
 
@@ -320,3 +323,154 @@ def mean(values: Iterable[ValueLike]) -> Value:
     if not items:
         raise ValueError("mean needs at least one value; got an empty values sequence")
     return apply(_T["mean"], *items)
+
+
+# --------------------------------------------------------------------------- custom ops
+
+
+class CustomOp:
+    """An op of your own, made by :func:`custom_op`: call it like its value function,
+    without the algebra (``smoothmax(a, b, k)`` for ``value(m, a, b, k)``).
+
+    Attributes:
+        name: the op's name (shown by ``sa.to_dot``).
+        arity: the number of arguments, or ``None`` for a variadic op.
+        doc: its documentation line.
+        definition: the registered definition (:class:`~scalar_autograd.ops.CustomDefinition`).
+    """
+
+    __slots__ = ("definition",)
+
+    def __init__(self, definition: CustomDefinition) -> None:
+        if not isinstance(definition, CustomDefinition):
+            raise TypeError(f"definition must be a CustomDefinition (use sa.custom_op); got "
+                            f"{type(definition).__name__}")
+        self.definition = definition
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def arity(self) -> int | None:
+        arity = self.definition.arity
+        return None if arity == VARIADIC else arity
+
+    @property
+    def doc(self) -> str:
+        return self.definition.doc
+
+    def row(self, n_args: int) -> Op:
+        """The op-table row applied to ``n_args`` arguments."""
+        return self.definition.row(n_args)
+
+    def __call__(self, *args: ValueLike) -> Value:
+        """Apply the op to ``Value``s or real numbers, recording the graph."""
+        return apply(self.definition.row(len(args)), *args)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CustomOp) and other.definition is self.definition
+
+    def __hash__(self) -> int:
+        return hash(id(self.definition))
+
+    def __repr__(self) -> str:
+        arity = "variadic" if self.arity is None else str(self.arity)
+        return f"CustomOp({self.name!r}, arity={arity})"
+
+
+@overload
+def custom_op(value: Callable[..., Any], /, *, partials: Callable[..., Any],
+              name: str | None = None, doc: str | None = None,
+              replace: bool = False) -> CustomOp: ...
+
+
+@overload
+def custom_op(value: None = None, /, *, partials: Callable[..., Any],
+              name: str | None = None, doc: str | None = None,
+              replace: bool = False) -> Callable[[Callable[..., Any]], CustomOp]: ...
+
+
+def custom_op(value: Callable[..., Any] | None = None, /, *, partials: Callable[..., Any],
+              name: str | None = None, doc: str | None = None, replace: bool = False
+              ) -> CustomOp | Callable[[Callable[..., Any]], CustomOp]:
+    """Add an op to the op table: its value and its derivative, written against the algebra.
+
+    Both functions are written like the table's own rows: with the algebra ``m``'s ops
+    (``m.exp``, ``m.log1p``, ``m.div``, ``m.where``, ``m.max``, ...) and ``+ - *`` and
+    unary ``-``, never ``/``, ``**``, ``math``, ``float()`` or a Python ``if`` on an
+    argument (``m.where`` chooses). They are recorded once (per number of arguments), so
+    they must be pure. Then the op
+
+    * evaluates eagerly on floats with IEEE semantics (the float algebra: ``1/0`` is
+      inf, nothing raises) and differentiates with ``backward()`` by ``partials``;
+    * compiles on every backend as its expansion into built-in ops (no user string ever
+      reaches generated code), differentiated in reverse or forward mode by ``partials``
+      run on the IR, so second derivatives (forward over reverse) come from the same
+      rule;
+    * shows in ``sa.to_dot`` under ``name``.
+
+    Args:
+        value: ``value(m, a, b, ...)`` returning the result, or ``value(m, *args)`` for a
+            variadic op (each number of arguments gets its own recorded row). Omit it to
+            use ``custom_op`` as a decorator.
+        partials: ``partials(m, a, b, ..., out)`` returning one partial derivative per
+            argument (a tuple); ``out`` is the op's result. A literal ``0.0`` marks an
+            argument that receives no gradient (as ``floor``'s).
+        name: an identifier starting with a letter (letters, digits, ``_``; at most 64),
+            not a built-in op; default ``value.__name__``.
+        doc: one line of documentation; default the first paragraph of ``value``'s
+            docstring.
+        replace: give the name a different definition. Without it, registering a name
+            again returns the op already registered if the definition is identical
+            (same arity, doc and recorded functions: re-running a notebook cell or
+            reloading a module is harmless) and raises ``ValueError`` otherwise. Values
+            and compiled functions built with the old definition keep it.
+
+    Returns:
+        The op (or, without ``value``, a decorator making it).
+
+    Raises:
+        TypeError: ``value`` or ``partials`` is not a function of the right signature,
+            or leaves the algebra, or returns something that is not an algebra value.
+        ValueError: a bad ``name``, a name taken by another definition, or ``partials``
+            returning the wrong number of derivatives.
+
+    The table is a definition, not a mode: registering is thread-safe and the op is
+    visible to every thread at once. A process that unpickles a compiled function using
+    a custom op must register the same definition first (at import of the module that
+    defines it); a different definition is refused there with a ``KeyError``.
+
+    Example:
+        >>> import scalar_autograd as sa
+        >>> def _d_softsign(m, x, out):
+        ...     return (m.div(1.0, (1.0 + m.abs(x)) * (1.0 + m.abs(x))),)
+        >>> @sa.custom_op(partials=_d_softsign)
+        ... def softsign(m, x):
+        ...     "x / (1 + |x|)"
+        ...     return m.div(x, 1.0 + m.abs(x))
+        >>> x = sa.Value(1.0, requires_grad=True)
+        >>> y = softsign(x)
+        >>> y.backward(); y.data, x.grad
+        (0.5, 0.25)
+        >>> f = sa.compile(y, [x])
+        >>> f.value_and_grad([3.0])[1].tolist()
+        [0.0625]
+        >>> "softsign" in sa.to_dot(y), "softsign" in f.source
+        (True, False)
+    """
+    def make(fn: Callable[..., Any]) -> CustomOp:
+        if not callable(fn):
+            raise TypeError(f"value must be a function value(m, *args); got "
+                            f"{type(fn).__name__} {fn!r:.60}")
+        op_name = name
+        if op_name is None:
+            op_name = getattr(fn, "__name__", None)
+            if not isinstance(op_name, str) or not op_name.isidentifier():
+                raise ValueError(f"name is needed: the value function has no usable "
+                                 f"__name__ ({op_name!r}); pass name=...")
+        return CustomOp(register_custom(op_name, fn, partials, doc=doc, replace=replace))
+
+    if value is None:
+        return make
+    return make(value)

@@ -145,8 +145,9 @@ def _fmt(x: float) -> str:
 def to_dot(output: Value | Iterable[Value], rankdir: str = "LR") -> str:
     """Return Graphviz DOT text drawing the graph behind ``output``.
 
-    Each value is a record ``label | data | grad``; each op is an ellipse feeding it.
-    Labels are escaped, so any string is safe to show.
+    Each value is a record ``label | data | grad``; each op is an ellipse feeding it,
+    named by the op's label (a custom op shows its own name). Labels are escaped, so
+    any string is safe to show.
 
     Args:
         output: the value (or values) whose graph to draw.
@@ -169,7 +170,7 @@ def to_dot(output: Value | Iterable[Value], rankdir: str = "LR") -> str:
         text = f"{label} | data {_fmt(n.data)} | grad {_fmt(n.grad)}"
         lines.append(f'  {name} [shape=record, label="{{ {text} }}"];')
         if n.op is not None:
-            lines.append(f'  {name}_op [label="{n.op.name}", shape=ellipse];')
+            lines.append(f'  {name}_op [label="{_escape(n.op.label)}", shape=ellipse];')
             lines.append(f"  {name}_op -> {name};")
             for a in n.args:
                 lines.append(f"  {ids[id(a)]} -> {name}_op;")

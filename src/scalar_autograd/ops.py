@@ -17,6 +17,12 @@ Each :class:`Op` row holds everything the library knows about one operation:
 * ``domain``: per-argument sampling intervals for generated tests.
 * ``doc``: the formula, the derivative and the convention at kinks, for the docs table.
 
+:data:`OPS` is the built-in table. Users add rows with :func:`register_custom` (the
+public spelling is ``sa.custom_op``): a *custom op* is written against the algebra like
+the built-in rows, recorded once, and lowered as an expansion into built-in ops, so
+every differentiator and backend handles it with no code of its own (see
+:class:`CustomDefinition`). :data:`OPS_BY_NAME` indexes both.
+
 Example:
     >>> from scalar_autograd.ops import OPS_BY_NAME, FLOATS
     >>> op = OPS_BY_NAME["tanh"]
@@ -27,8 +33,15 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import keyword
+import numbers
 import operator
-from collections.abc import Callable
+import re
+import struct
+import threading
+from collections.abc import Callable, ItemsView, Iterator, KeysView, ValuesView
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -94,12 +107,17 @@ class Op:
     """Per argument: is the partial the literal 0.0 whatever the inputs? (Filled in
     below by probing the rule; such arguments receive no gradient contribution, and eager
     ``backward()`` does not even walk into them.)"""
+    label: str = ""
+    """The name shown in DOT drawings and error messages (defaults to ``name``; a custom
+    op's row shows the user's name, while ``name`` is its opcode)."""
 
     def __post_init__(self) -> None:
         if not self.function:
             object.__setattr__(self, "function", self.name)
         if self.method == "":
             object.__setattr__(self, "method", self.name)
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
 
     def __repr__(self) -> str:
         return f"Op({self.name!r})"
@@ -115,6 +133,32 @@ class Algebra:
         self.name = name
         for key, fn in functions.items():
             setattr(self, key, fn)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        """Custom ops an algebra was not built with (called only for missing attributes).
+
+        A custom op's user name (``m.smoothmax``) resolves to its row for the number of
+        arguments given; a custom row's opcode the algebra has no function for runs the
+        row's expansion on this algebra (so every algebra knows every custom op).
+        """
+        if name.startswith("__"):
+            raise AttributeError(name)
+        row = _custom_row(name)
+        if row is not None:
+            expansion = row.lower.expansion
+            assert expansion is not None  # custom rows are expansions
+
+            def expanded(*args: Any) -> Any:
+                return expansion(self, *args)
+
+            return expanded
+        definition = _CUSTOM.get(name)
+        if definition is not None:
+            def by_name(*args: Any) -> Any:
+                return getattr(self, definition.row(len(args)).name)(*args)
+
+            return by_name
+        raise AttributeError(f"{self!r} has no op {name!r}")
 
     def __repr__(self) -> str:
         return f"<Algebra {self.name}>"
@@ -424,8 +468,43 @@ OPS: tuple[Op, ...] = (
        "d/db = 0"),
 )
 
-OPS_BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
-"""The table indexed by op name (the IR opcode)."""
+class OpTable(dict[str, Op]):
+    """The op table indexed by opcode: a ``dict`` that custom ops may grow at any time.
+
+    Lookups are plain ``dict`` lookups. Iteration (``for name in table``, ``keys()``,
+    ``values()``, ``items()``) walks a snapshot, so a thread registering a custom op
+    never breaks another thread's walk. A missing opcode of a variadic custom op at a
+    new number of arguments (from a program pickled in another process) is made on
+    demand; any other missing opcode is a ``KeyError`` that says what to do.
+    """
+
+    def __missing__(self, name: str) -> Op:
+        row = _on_demand(name) if isinstance(name, str) else None
+        if row is None:
+            raise KeyError(_missing_message(name))
+        return row
+
+    def snapshot(self) -> dict[str, Op]:
+        """A plain ``dict`` copy, taken in one step (``list`` of a view runs no Python
+        code, so no other thread can insert in the middle of it)."""
+        return dict(list(dict.items(self)))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(dict.keys(self)))
+
+    def keys(self) -> KeysView[str]:  # type: ignore[override]
+        return self.snapshot().keys()
+
+    def values(self) -> ValuesView[Op]:  # type: ignore[override]
+        return self.snapshot().values()
+
+    def items(self) -> ItemsView[str, Op]:  # type: ignore[override]
+        return self.snapshot().items()
+
+
+OPS_BY_NAME: OpTable = OpTable({op.name: op for op in OPS})
+"""The table indexed by op name (the IR opcode): the built-in rows and the rows of
+registered custom ops (see :func:`register_custom`)."""
 
 FLOATS = Algebra("floats", {op.name: op.eval for op in OPS})
 """The float algebra: ``FLOATS.sin(0.5)`` computes a number."""
@@ -472,3 +551,608 @@ walk into those arguments."""
 ZERO_PARTIAL_OPS_AND_NONE: frozenset[Op | None] = frozenset({*ZERO_PARTIAL_OPS, None})
 """:data:`ZERO_PARTIAL_OPS` and ``None`` (a leaf's op), so that eager ``backward()``'s
 walk needs one set lookup per node for its two rare cases."""
+
+
+# --------------------------------------------------------------------------- custom ops
+#
+# A custom op is defined by two functions written against the algebra, like a built-in
+# row: ``value(m, *args)`` and ``partials(m, *args, out)``. Both are *recorded* once per
+# number of arguments, by running them on a recording algebra whose values refuse
+# everything that is not an algebra op (Python branches, ``float()``, ``/``, ``**``,
+# comparisons), into a small straight-line program. Every use replays the recording on
+# the algebra at hand: on ``FLOATS`` it is the eager value (``eval``) and eager
+# ``backward()``; on the IR it is the op's expansion (``lower``) and its derivative rule
+# (``partials``), so the compiled code, the gradient programs and forward-over-reverse
+# second derivatives all follow from the same record, and eager and compiled values
+# come from the same sequence of ops.
+#
+# Each row's opcode is ``<name>.<n>.<digest>``: the digest (SHA-256) of the two
+# recordings ties every program node, kernel-cache key and on-disk kernel to the exact
+# definition it was built with. Changing a definition changes its opcodes, so nothing
+# cached for the old one is ever reused for the new one, and a program pickled in a
+# process with a different definition fails with a KeyError instead of running the
+# wrong function.
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\Z")
+_RESERVED = frozenset({"name"})  # attributes every Algebra has
+_PROBE_ARITIES = (1, 2, 3)       # where a variadic definition is recorded when registered
+_DIGEST_CHARS = 16
+
+_LOCK = threading.RLock()
+"""Serialises registration and the recording of rows (re-entrant: recording a custom
+op's functions may make rows of the custom ops they use)."""
+
+_CUSTOM: dict[str, CustomDefinition] = {}
+"""The registered custom ops by user name (the current definition of each name)."""
+
+
+def _misuse(what: str, instead: str) -> TypeError:
+    return TypeError(f"{what} on an algebra value cannot be recorded: a custom op's "
+                     f"functions must compute with the algebra's ops only (use {instead})")
+
+
+class _Traced:
+    """A value of the recording algebra: an argument, or the result of a recorded op."""
+
+    __slots__ = ("recorder", "ref")
+    __hash__ = object.__hash__
+    __array_ufunc__ = None  # numpy refuses it instead of trying methods
+
+    def __init__(self, recorder: _Recorder, ref: int) -> None:
+        self.recorder = recorder
+        self.ref = ref
+
+    def __repr__(self) -> str:
+        return f"<recorded value %{self.ref}>"
+
+    def __add__(self, other: Any) -> _Traced:
+        return self.recorder.emit("add", (self, other))
+
+    def __radd__(self, other: Any) -> _Traced:
+        return self.recorder.emit("add", (other, self))
+
+    def __sub__(self, other: Any) -> _Traced:
+        return self.recorder.emit("sub", (self, other))
+
+    def __rsub__(self, other: Any) -> _Traced:
+        return self.recorder.emit("sub", (other, self))
+
+    def __mul__(self, other: Any) -> _Traced:
+        return self.recorder.emit("mul", (self, other))
+
+    def __rmul__(self, other: Any) -> _Traced:
+        return self.recorder.emit("mul", (other, self))
+
+    def __neg__(self) -> _Traced:
+        return self.recorder.emit("neg", (self,))
+
+    def __pos__(self) -> _Traced:
+        return self
+
+    def __truediv__(self, other: Any) -> Any:
+        raise _misuse("'/'", "m.div(a, b)")
+
+    __rtruediv__ = __truediv__
+
+    def __floordiv__(self, other: Any) -> Any:
+        raise _misuse("'//'", "m.floor(m.div(a, b))")
+
+    __rfloordiv__ = __floordiv__
+
+    def __mod__(self, other: Any) -> Any:
+        raise _misuse("'%'", "m.mod(a, b)")
+
+    __rmod__ = __mod__
+
+    def __pow__(self, other: Any) -> Any:
+        raise _misuse("'**'", "m.pow(x, c) for a constant c, m.pow_value(x, y) otherwise")
+
+    __rpow__ = __pow__
+
+    def _compare(self, other: Any) -> Any:
+        raise _misuse("a comparison", "m.lt, m.le, m.gt, m.ge, m.eq, m.ne, which give 1.0 "
+                      "or 0.0, and m.where(c, a, b) to choose")
+
+    __lt__ = __le__ = __gt__ = __ge__ = __eq__ = __ne__ = _compare  # type: ignore[assignment]
+
+    def __bool__(self) -> bool:
+        raise _misuse("a Python branch (if, and, or, not, min, max)", "m.where(c, a, b)")
+
+    def _number(self) -> Any:
+        raise _misuse("float(), int() or a math function", "the algebra's m.exp, m.log, ...")
+
+    __float__ = __int__ = __index__ = __complex__ = _number
+
+    def __abs__(self) -> Any:
+        raise _misuse("abs()", "m.abs(x)")
+
+    def _rounding(self, *args: Any) -> Any:
+        raise _misuse("round(), math.floor, math.ceil or math.trunc",
+                      "m.round, m.floor, m.ceil, m.trunc")
+
+    __round__ = __trunc__ = __floor__ = __ceil__ = _rounding
+
+
+class _Recorder:
+    """Records the algebra calls of one function into nodes like a program's: inputs,
+    constants (by bit pattern) and ops on earlier nodes, hash-consed."""
+
+    def __init__(self, n_inputs: int) -> None:
+        self.nodes: list[tuple[str, Any]] = [("input", i) for i in range(n_inputs)]
+        self._index: dict[Any, int] = {}
+        self.inputs = [_Traced(self, i) for i in range(n_inputs)]
+
+    def ref(self, x: Any, what: str) -> int:
+        """The node of ``x``: a recorded value of this recording or a real number."""
+        if isinstance(x, _Traced):
+            if x.recorder is not self:
+                raise TypeError(f"{what} is a value recorded for another function (a value "
+                                f"kept from an earlier call?)")
+            return x.ref
+        if isinstance(x, numbers.Real):
+            try:
+                value = float(x)
+            except OverflowError:
+                raise ValueError(f"{what} is too large for a float: {x!r:.60}") from None
+            key = ("const", _pack(value))
+            found = self._index.get(key)
+            if found is None:
+                found = self._index[key] = len(self.nodes)
+                self.nodes.append(("const", value))
+            return found
+        raise TypeError(f"{what} is a {type(x).__name__} ({x!r:.60}); it must be one of "
+                        f"the function's arguments, a result of the algebra's ops, or a real "
+                        f"number")
+
+    def emit(self, kind: str, args: tuple[Any, ...]) -> _Traced:
+        refs = tuple([self.ref(a, f"argument {k + 1} of m.{kind}") for k, a in enumerate(args)])
+        key = (kind, refs)
+        found = self._index.get(key)
+        if found is None:
+            found = self._index[key] = len(self.nodes)
+            self.nodes.append(key)
+        return _Traced(self, found)
+
+    def finish(self, outputs: list[int]) -> Recording:
+        """The recording of ``outputs``, with the nodes no output needs dropped."""
+        live = [False] * len(self.nodes)
+        for o in outputs:
+            live[o] = True
+        for i in range(len(self.nodes) - 1, -1, -1):
+            kind, payload = self.nodes[i]
+            if kind == "input":
+                live[i] = True
+            elif live[i] and kind != "const":
+                for a in payload:
+                    live[a] = True
+        renumber: dict[int, int] = {}
+        kept: list[tuple[str, Any]] = []
+        for i, (kind, payload) in enumerate(self.nodes):
+            if live[i]:
+                renumber[i] = len(kept)
+                if kind not in ("input", "const"):
+                    payload = tuple([renumber[a] for a in payload])
+                kept.append((kind, payload))
+        return Recording(tuple(kept), tuple([renumber[o] for o in outputs]))
+
+
+class _RecordingAlgebra(Algebra):
+    """The algebra whose ops record into a :class:`_Recorder`: every op of the table,
+    built-in and custom, by opcode; custom ops also by user name."""
+
+    def __init__(self, recorder: _Recorder) -> None:
+        self._recorder = recorder
+        super().__init__("recording", {op.name: self._make(op) for op in OPS_BY_NAME.values()})
+
+    def _make(self, op: Op) -> Callable[..., _Traced]:
+        recorder = self._recorder
+
+        def record(*args: Any) -> _Traced:
+            if op.arity == VARIADIC:
+                if not args:
+                    raise TypeError(f"m.{op.label} needs at least one argument")
+            elif len(args) != op.arity:
+                raise TypeError(f"m.{op.label} takes {op.arity} argument(s); got {len(args)}")
+            return recorder.emit(op.name, args)
+
+        return record
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        row = _custom_row(name)
+        if row is not None:
+            return self._make(row)
+        definition = _CUSTOM.get(name)
+        if definition is not None:
+            return lambda *args: self._make(definition.row(len(args)))(*args)
+        raise AttributeError(f"the algebra has no op m.{name}")
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A recorded function: nodes ``("input", i)``, ``("const", value)`` or
+    ``(opcode, (earlier node ids...))``, and the ids of its results."""
+
+    nodes: tuple[tuple[str, Any], ...]
+    outputs: tuple[int, ...]
+
+    def replay(self, m: Any, inputs: tuple[Any, ...]) -> list[Any]:
+        """The results, computed by running every recorded op on algebra ``m``.
+
+        Constants come back as Python floats, so a structurally zero partial stays the
+        literal ``0.0`` the differentiators skip.
+        """
+        values: list[Any] = []
+        append = values.append
+        for kind, payload in self.nodes:
+            if kind == "input":
+                append(inputs[payload])
+            elif kind == "const":
+                append(payload)
+            else:
+                append(getattr(m, kind)(*[values[a] for a in payload]))
+        return [values[o] for o in self.outputs]
+
+    def update(self, h: Any) -> None:
+        """Feed the canonical text of the recording to hash ``h``."""
+        for kind, payload in self.nodes:
+            if kind == "const":
+                h.update(b"c" + _pack(payload))
+            elif kind == "input":
+                h.update(f"i{payload};".encode())
+            else:
+                h.update(f"{kind}({','.join(map(str, payload))});".encode())
+        h.update(f"->{','.join(map(str, self.outputs))};".encode())
+
+
+_pack = struct.Struct("<d").pack
+
+
+def _describe(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _arity_of(value: Callable[..., Any], name: str) -> int:
+    """The number of arguments of ``value(m, a, b, ...)``, or VARIADIC for
+    ``value(m, *args)``."""
+    try:
+        signature = inspect.signature(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"value of custom op {name!r} must be a Python function "
+                        f"value(m, a, b, ...); got {value!r:.80} (no signature)") from None
+    positional = 0
+    variadic = False
+    for p in signature.parameters.values():
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty:
+            positional += 1
+        elif p.kind is p.VAR_POSITIONAL:
+            variadic = True
+        else:
+            raise TypeError(f"value of custom op {name!r} must take the algebra and the "
+                            f"op's arguments, value(m, a, b, ...) or value(m, *args), and "
+                            f"nothing else; got parameter {p} in {_describe(value)}{signature}")
+    if positional < 1:
+        raise TypeError(f"value of custom op {name!r} must take the algebra m first; got "
+                        f"{_describe(value)}{signature}")
+    if variadic and positional != 1:
+        raise TypeError(f"value of variadic custom op {name!r} must be value(m, *args); got "
+                        f"{_describe(value)}{signature}")
+    if not variadic and positional == 1:
+        raise TypeError(f"value of custom op {name!r} must take at least one argument after "
+                        f"m; got {_describe(value)}{signature}")
+    return VARIADIC if variadic else positional - 1
+
+
+def _call_recorded(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                   what: str) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except (RecursionError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported
+        raise TypeError(f"{what} could not be recorded: {type(exc).__name__}: {exc}") \
+            from exc
+
+
+class CustomDefinition:
+    """A registered custom op: its functions, and its table rows by number of arguments.
+
+    Made by :func:`register_custom`; ``sa.custom_op`` wraps it in a callable. A
+    fixed-arity op has one row; a variadic one (``value(m, *args)``) gets a row for each
+    number of arguments it is used with, recorded from the same functions on first use.
+
+    Attributes:
+        name: the user's name (shown in DOT drawings and errors).
+        arity: the number of arguments, or :data:`VARIADIC`.
+        value: the value function ``value(m, *args)``.
+        partials: the derivative rule ``partials(m, *args, out)``.
+        doc: the documentation line of its rows.
+    """
+
+    def __init__(self, name: str, value: Callable[..., Any], partials: Callable[..., Any],
+                 doc: str) -> None:
+        self.name = name
+        self.arity = _arity_of(value, name)
+        self.value = value
+        self.partials = partials
+        self.doc = doc
+        self._recordings: dict[int, tuple[Recording, Recording, str]] = {}
+        self._rows: dict[int, Op] = {}
+
+    def __repr__(self) -> str:
+        arity = "variadic" if self.arity == VARIADIC else str(self.arity)
+        return f"CustomDefinition({self.name!r}, arity={arity})"
+
+    def _check_count(self, n: int) -> None:
+        if self.arity == VARIADIC:
+            if n < 1:
+                raise TypeError(f"{self.name} needs at least one argument; got none")
+        elif n != self.arity:
+            raise TypeError(f"{self.name} takes {self.arity} argument(s); got {n}")
+
+    def recording(self, n: int) -> tuple[Recording, Recording, str]:
+        """The value and partials recordings at ``n`` arguments, and their digest."""
+        found = self._recordings.get(n)
+        if found is not None:
+            return found
+        with _LOCK:
+            found = self._recordings.get(n)
+            if found is None:
+                found = self._recordings[n] = self._record(n)
+        return found
+
+    def _record(self, n: int) -> tuple[Recording, Recording, str]:
+        label = f"custom op {self.name!r}"
+        rec = _Recorder(n)
+        result = _call_recorded(self.value, (_RecordingAlgebra(rec), *rec.inputs), {},
+                                f"the value function of {label} ({_describe(self.value)}) "
+                                f"with {n} argument(s)")
+        if isinstance(result, (tuple, list)):
+            raise TypeError(f"the value function of {label} must return one algebra value; "
+                            f"got a {type(result).__name__} of {len(result)}")
+        value = rec.finish([rec.ref(result, f"the result of the value function of {label}")])
+        rec = _Recorder(n + 1)
+        try:
+            inspect.signature(self.partials).bind(None, *rec.inputs[:n], out=None)
+        except TypeError:
+            raise TypeError(f"partials of {label} must take (m, <the {n} argument(s)>, out) "
+                            f"with out by keyword, as partials(m, *args, out=out); got "
+                            f"{_describe(self.partials)}{inspect.signature(self.partials)}") \
+                from None
+        except ValueError:  # no signature: found out by calling it
+            pass
+        got = _call_recorded(self.partials, (_RecordingAlgebra(rec), *rec.inputs[:n]),
+                             {"out": rec.inputs[n]},
+                             f"the partials function of {label} "
+                             f"({_describe(self.partials)}) with {n} argument(s)")
+        if not isinstance(got, (tuple, list)):
+            raise TypeError(f"partials of {label} must return a tuple of {n} partial "
+                            f"derivative(s), one per argument; got a {type(got).__name__} "
+                            f"({got!r:.60})")
+        if len(got) != n:
+            raise ValueError(f"partials of {label} must return {n} partial derivative(s), "
+                             f"one per argument; got {len(got)}")
+        refs = [rec.ref(p, f"partials[{k}] of {label} (the derivative by argument {k + 1})")
+                for k, p in enumerate(got)]
+        partials = rec.finish(refs)
+        h = hashlib.sha256(f"scalar_autograd custom op 1\0{self.name}\0{n}\0".encode())
+        value.update(h)
+        partials.update(h)
+        return value, partials, h.hexdigest()[:_DIGEST_CHARS]
+
+    def opcode(self, n: int) -> str:
+        """The opcode of the row for ``n`` arguments (records it if needed)."""
+        self._check_count(n)
+        return f"{self.name}.{n}.{self.recording(n)[2]}"
+
+    def row(self, n: int) -> Op:
+        """The table row for ``n`` arguments, made (and added to the table) on first use.
+
+        Raises:
+            TypeError: ``n`` is not a number of arguments the op takes, or its functions
+                cannot be recorded at ``n`` arguments.
+        """
+        found = self._rows.get(n)
+        if found is not None:
+            return found
+        self._check_count(n)
+        with _LOCK:
+            found = self._rows.get(n)
+            if found is None:
+                found = self._make_row(n)
+                _add_row(found)
+                self._rows[n] = found
+        return found
+
+    def _make_row(self, n: int) -> Op:
+        value, partials, digest = self.recording(n)
+        name = f"{self.name}.{n}.{digest}"
+        replay_value, replay_partials = value.replay, partials.replay
+        label = self.name
+
+        def expansion(m: Any, *args: Any) -> Any:
+            if len(args) != n:
+                raise TypeError(f"{label} takes {n} argument(s) here; got {len(args)}")
+            return replay_value(m, args)[0]
+
+        def evaluate(*args: float) -> float:
+            return expansion(FLOATS, *args)  # type: ignore[no-any-return]
+
+        def rule(m: Any, *args: Any, out: Any) -> tuple[Any, ...]:
+            if len(args) != n:
+                raise TypeError(f"partials of {label} take {n} argument(s) here; got "
+                                f"{len(args)}")
+            return tuple(replay_partials(m, (*args, out)))
+
+        zeros = tuple(partials.nodes[o][0] == "const" and partials.nodes[o][1] == 0.0
+                      for o in partials.outputs)
+        return Op(name, n, evaluate, rule, _expand(expansion), ((-3.0, 3.0),) * n, self.doc,
+                  function=self.name, method=None, category="custom", zero_partials=zeros,
+                  label=self.name)
+
+    def same_as(self, other: CustomDefinition) -> bool:
+        """Whether ``other`` defines the same op: same arity, doc and recordings (at the
+        probe arities, and at every arity this one has rows for)."""
+        if self.arity != other.arity or self.doc != other.doc:
+            return False
+        counts = set(_PROBE_ARITIES) | set(self._rows) if self.arity == VARIADIC \
+            else {self.arity}
+        return all(self.recording(n)[2] == other.recording(n)[2] for n in sorted(counts))
+
+
+def _add_row(row: Op) -> None:
+    """Put a custom row in the table, the float algebra and the structural-zero sets."""
+    global ZERO_PARTIAL_OPS, ZERO_PARTIAL_OPS_AND_NONE
+    OPS_BY_NAME[row.name] = row
+    setattr(FLOATS, row.name, row.eval)
+    if any(row.zero_partials):
+        ZERO_PARTIAL_OPS = ZERO_PARTIAL_OPS | {row}
+        ZERO_PARTIAL_OPS_AND_NONE = ZERO_PARTIAL_OPS_AND_NONE | {row}
+
+
+def _custom_row(opcode: str) -> Op | None:
+    """The custom row with opcode ``opcode`` (made on demand for a variadic op), else None."""
+    row = dict.get(OPS_BY_NAME, opcode)
+    if row is None:
+        try:
+            row = OPS_BY_NAME[opcode]
+        except KeyError:
+            return None
+    return row if row.category == "custom" else None
+
+
+def _missing_message(opcode: str) -> str:
+    """Why ``opcode`` is not in the table; a variadic custom row is made on demand
+    (:meth:`OpTable.__missing__` returns it through :func:`_on_demand`)."""
+    parts = opcode.split(".") if isinstance(opcode, str) else []
+    if len(parts) != 3 or not _NAME.match(parts[0]) or not parts[1].isdigit():
+        return f"no op {opcode!r} in the op table"
+    name = parts[0]
+    definition = _CUSTOM.get(name)
+    if definition is None:
+        return (f"no op {opcode!r} in the op table: it is a row of the custom op {name!r}, "
+                f"which is not registered in this process; register it (sa.custom_op) "
+                f"before running a program that uses it, e.g. at import of the module "
+                f"that defines it")
+    return (f"no op {opcode!r} in the op table: the custom op {name!r} registered in this "
+            f"process has a different definition from the one this program was built with")
+
+
+def _on_demand(opcode: str) -> Op | None:
+    """The row ``opcode`` of a registered variadic custom op at a new number of
+    arguments (a program made in another process), if its definition is the same."""
+    parts = opcode.split(".")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    definition = _CUSTOM.get(parts[0])
+    n = int(parts[1])
+    if definition is None or definition.arity != VARIADIC or not 1 <= n <= 1_000_000:
+        return None
+    if definition.opcode(n) != opcode:
+        return None
+    return definition.row(n)
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str; got {type(name).__name__} {name!r:.60}")
+    if not _NAME.match(name) or keyword.iskeyword(name) or name in _RESERVED:
+        raise ValueError(f"name must be an identifier of ASCII letters, digits and '_', "
+                         f"starting with a letter, at most 64 characters, not a Python "
+                         f"keyword or 'name'; got {name!r:.80}")
+    builtin = {op.name for op in OPS} | {op.function for op in OPS}
+    if name in builtin:
+        raise ValueError(f"name {name!r} is a built-in op; choose another name for the "
+                         f"custom op")
+    return name
+
+
+def register_custom(name: str, value: Callable[..., Any], partials: Callable[..., Any], *,
+                    doc: str | None = None, replace: bool = False) -> CustomDefinition:
+    """Register a custom op (``sa.custom_op`` is the public spelling).
+
+    Args:
+        name: the op's name: an ASCII identifier starting with a letter, not a built-in
+            op's name.
+        value: ``value(m, a, b, ...)`` or ``value(m, *args)`` computing the result with
+            the algebra ``m``'s ops (``m.exp``, ``m.div``, ``m.where``, ...) and ``+ - *``.
+        partials: ``partials(m, a, b, ..., out)``: one partial derivative per argument,
+            written the same way (``out`` is the op's result).
+        doc: the documentation line of the op (default: ``value``'s docstring).
+        replace: allow a different definition under a name already registered.
+
+    Returns:
+        The definition. Registering an identical definition again (same arity, doc and
+        recorded functions) returns the one already registered.
+
+    Raises:
+        TypeError: a function of the wrong kind, or one that cannot be recorded (it
+            leaves the algebra, returns a non-algebra value, has the wrong signature).
+        ValueError: a bad name, the name of another definition (without ``replace``), or
+            partials of the wrong length.
+    """
+    name = _check_name(name)
+    if not callable(value):
+        raise TypeError(f"value must be a function value(m, *args); got "
+                        f"{type(value).__name__} {value!r:.60}")
+    if not callable(partials):
+        raise TypeError(f"partials must be a function partials(m, *args, out); got "
+                        f"{type(partials).__name__} {partials!r:.60}")
+    if doc is None:
+        doc = (inspect.getdoc(value) or "").split("\n\n")[0].replace("\n", " ")
+        doc = doc or f"custom op {name}"
+    if not isinstance(doc, str):
+        raise TypeError(f"doc must be a str; got {type(doc).__name__} {doc!r:.60}")
+    if not isinstance(replace, bool):
+        raise TypeError(f"replace must be a bool; got {type(replace).__name__} {replace!r}")
+    definition = CustomDefinition(name, value, partials, doc)
+    with _LOCK:
+        counts = _PROBE_ARITIES if definition.arity == VARIADIC else (definition.arity,)
+        for n in counts:
+            definition.recording(n)  # records (and checks) the functions
+        existing = _CUSTOM.get(name)
+        if existing is not None:
+            if existing.same_as(definition):
+                return existing
+            if not replace:
+                raise ValueError(
+                    f"name {name!r} is already a custom op with a different definition "
+                    f"(arity, doc or functions); choose another name, or pass replace=True "
+                    f"(values built with the old definition keep it)")
+        if definition.arity != VARIADIC:
+            definition.row(definition.arity)
+        _CUSTOM[name] = definition
+    return definition
+
+
+def custom_definition(name: str) -> CustomDefinition:
+    """The current definition registered under ``name``.
+
+    Raises:
+        KeyError: no custom op has that name.
+    """
+    found = _CUSTOM.get(name)
+    if found is None:
+        raise KeyError(f"no custom op named {name!r}")
+    return found
+
+
+def _forget_custom(names: list[str]) -> None:
+    """Remove custom ops and their rows (for tests that must leave the table as found;
+    values built with them stop compiling)."""
+    global ZERO_PARTIAL_OPS, ZERO_PARTIAL_OPS_AND_NONE
+    with _LOCK:
+        for name in names:
+            definition = _CUSTOM.pop(name, None)
+            prefix = f"{name}."
+            for opcode, row in OPS_BY_NAME.items():
+                if row.category == "custom" and opcode.startswith(prefix):
+                    del OPS_BY_NAME[opcode]
+                    if opcode in FLOATS.__dict__:
+                        delattr(FLOATS, opcode)
+            if definition is not None:
+                definition._rows.clear()
+        live = set(dict.values(OPS_BY_NAME))
+        ZERO_PARTIAL_OPS = frozenset(op for op in ZERO_PARTIAL_OPS if op in live)
+        ZERO_PARTIAL_OPS_AND_NONE = frozenset({*ZERO_PARTIAL_OPS, None})

@@ -112,7 +112,7 @@ class Value:
             trace = _active_trace()
             if trace is not None and any([trace.depends(a) for a in args]):
                 raise _tracing.concretization_error(
-                    f"{op.name} under no_grad()")  # its result would be a frozen constant
+                    f"{op.label} under no_grad()")  # its result would be a frozen constant
             v.op = None
             v.args = ()
             v.requires_grad = False
@@ -574,7 +574,7 @@ def apply(op: Op, *args: ValueLike) -> Value:
         True
     """
     if op.arity != _ops.VARIADIC and len(args) != op.arity:
-        raise TypeError(f"{op.name} takes {op.arity} arguments; got {len(args)}")
+        raise TypeError(f"{op.label} takes {op.arity} arguments; got {len(args)}")
     if len(args) == 1:
         x = args[0]
         if not isinstance(x, Value):
@@ -669,7 +669,7 @@ def _check_backward_anomaly(op: Op, args: tuple[Value, ...], upstream: float) ->
     for arg in args:
         if arg.requires_grad and not _isfinite(arg.grad):
             raise FloatingPointError(
-                f"backward of {op.name} produced {arg.grad} in the gradient of "
+                f"backward of {op.label} produced {arg.grad} in the gradient of "
                 f"{_describe(arg)} from a finite upstream gradient"
             )
 
@@ -681,7 +681,7 @@ def _describe(v: Value) -> str:
 def _raise_anomaly(op: Op, args: tuple[Value, ...], data: float) -> None:
     if all(_isfinite(a.data) for a in args):
         inputs = ", ".join(_describe(a) for a in args)
-        raise FloatingPointError(f"{op.name} produced {data} from finite inputs ({inputs})")
+        raise FloatingPointError(f"{op.label} produced {data} from finite inputs ({inputs})")
 
 
 def zero_grad(values: Iterable[Value]) -> None:
