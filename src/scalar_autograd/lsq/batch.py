@@ -48,6 +48,8 @@ from scalar_autograd.lsq.status import Status
 from scalar_autograd.lsq.trf import trust_region_reflective
 from scalar_autograd.runtime.batch_model import (
     MAX_REMOTE_MODELS,
+    BatchStatuses,
+    per_problem_array,
     problem_data,
     remote_function,
     split_rows,
@@ -58,13 +60,13 @@ from scalar_autograd.runtime.compiled import CompiledFunction
 from scalar_autograd.runtime.fanout import fan_out
 from scalar_autograd.value import Value
 
-_SUCCESS_CODES = np.array([i for i, s in enumerate(STATUSES) if s.success], dtype=np.int64)
-
 
 # ---------------------------------------------------------------------------- result
-@dataclass
-class BatchFitResult:
-    """The outcome of a batch of fits, one row per problem (all numpy arrays).
+@dataclass(repr=False)
+class BatchFitResult(BatchStatuses):
+    """The outcome of a batch of fits, one row per problem (all numpy arrays); its
+    ``success``, ``statuses()``, ``counts()`` come from
+    :class:`~scalar_autograd.runtime.batch_model.BatchStatuses`.
 
     Attributes:
         x: ``(N, n)`` solutions (the best point found, whatever the status); also
@@ -105,29 +107,6 @@ class BatchFitResult:
     def popt(self) -> np.ndarray:
         """The solutions (:attr:`x`), scipy's name."""
         return self.x
-
-    @property
-    def success(self) -> np.ndarray:
-        """``(N,)`` bool: the problem converged by one of the tolerances."""
-        return np.isin(self.status, _SUCCESS_CODES)
-
-    def statuses(self) -> list[Status]:
-        """The status of every problem, as :class:`~scalar_autograd.LeastSquaresStatus`."""
-        return [STATUSES[c] for c in self.status.tolist()]
-
-    def counts(self) -> dict[str, int]:
-        """How many problems ended with each status (by the status's name)."""
-        codes, numbers = np.unique(self.status, return_counts=True)
-        return {STATUSES[c].name: int(k) for c, k in zip(codes.tolist(), numbers.tolist())}
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    def __repr__(self) -> str:
-        n_ok = int(np.count_nonzero(self.success))
-        return (f"BatchFitResult(problems={len(self)}, params={self.x.shape[1]}, "
-                f"success={n_ok}, statuses={self.counts()}"
-                f"{', interrupted' if self.interrupted else ''})")
 
 
 # ---------------------------------------------------------------------------- model
@@ -530,18 +509,6 @@ def batch_bounds(bounds: Any, start: np.ndarray, options: SolverOptions,
 
 
 # ---------------------------------------------------------------------------- public API
-def _per_problem(a: Any, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(a, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an array of real numbers; got "
-                        f"{type(a).__name__}") from None
-    if arr.ndim not in (1, 2):
-        raise ValueError(f"{name} must have shape (N,) or (N, d): one row per problem; "
-                         f"got shape {arr.shape}")
-    return arr
-
-
 def batch_least_squares(
     residual_fn: Callable[..., Sequence[Any]],
     x0: Any,
@@ -603,7 +570,7 @@ def batch_least_squares(
     if not callable(residual_fn):
         raise TypeError(f"residual_fn must be callable; got {type(residual_fn).__name__}")
     opts = solver_options(options)
-    start = _per_problem(x0, "x0")
+    start = per_problem_array(x0, "x0")
     arrays, widths, count = problem_data(data, start.shape[0] if start.ndim == 2 else None)
     if start.ndim == 1:
         start = np.broadcast_to(start, (count, start.size))

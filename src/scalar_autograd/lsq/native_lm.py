@@ -57,6 +57,7 @@ import math
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +78,7 @@ from scalar_autograd.lsq.options import SolverOptions
 from scalar_autograd.lsq.result import LeastSquaresResult
 from scalar_autograd.lsq.status import Status
 from scalar_autograd.native.abi import BLOCK_FN
-from scalar_autograd.native.engine import available, native_engine
+from scalar_autograd.native.engine import available
 from scalar_autograd.native.structured import Code
 
 _EPS = float(np.finfo(float).eps)
@@ -223,45 +224,60 @@ def _finite_fn() -> str:
                       params="i64 %m, i64 %n, ptr %J, ptr %diag")
 
 
+def _factor(c: Code, n: str, A: str, L: str, diagonal: Callable[[str], str] | None,
+            pivot: Callable[[str], str]) -> None:
+    """Emit the Cholesky factorisation ``L L^T = A + diag(diagonal(j))`` (row-major
+    ``n x n``, the lower triangle of ``L`` written); returns ``false`` from the function
+    at the first pivot ``s`` for which ``pivot(s)`` is false (nan included)."""
+    with c.for_("0", n) as j:
+        jn = c.i("*", j, n)
+        with c.for_(j, n) as i:
+            inn = c.i("*", i, n)
+            s = c.var("double", c.load("double", A, c.i("+", inn, j)))
+            if diagonal is not None:
+                with c.if_(c.icmp("==", i, j)):
+                    c.set(s, c.f("+", c.get(s), diagonal(j)))
+            with c.for_("0", j) as k:
+                lik = c.load("double", L, c.i("+", inn, k))
+                ljk = c.load("double", L, c.i("+", jn, k))
+                c.set(s, c.f("-", c.get(s), c.f("*", lik, ljk)))
+            with c.if_(c.icmp("==", i, j)):
+                with c.if_(c.not_(pivot(c.get(s)))):
+                    c.ret("false")
+                c.store(c.sqrt(c.get(s)), L, c.i("+", jn, j))
+            with c.else_():
+                c.store(c.f("/", c.get(s), c.load("double", L, c.i("+", jn, j))), L,
+                        c.i("+", inn, j))
+
+
+def _substitute(c: Code, n: str, L: str, rhs: Callable[[str], str], out: str) -> None:
+    """Emit ``out = (L L^T)^-1 b`` with ``b_i = rhs(i)``: ``L y = b`` (``y`` in ``out``),
+    then ``L^T out = y``."""
+    with c.for_("0", n) as i:
+        inn = c.i("*", i, n)
+        s = c.var("double", rhs(i))
+        with c.for_("0", i) as k:
+            t = c.f("*", c.load("double", L, c.i("+", inn, k)), c.load("double", out, k))
+            c.set(s, c.f("-", c.get(s), t))
+        c.store(c.f("/", c.get(s), c.load("double", L, c.i("+", inn, i))), out, i)
+    with c.for_(c.i("-", n, "1"), "-1", step=-1) as i:
+        s = c.var("double", c.load("double", out, i))
+        with c.for_(c.i("+", i, "1"), n) as k:
+            t = c.f("*", c.load("double", L, c.i("+", c.i("*", k, n), i)),
+                    c.load("double", out, k))
+            c.set(s, c.f("-", c.get(s), t))
+        c.store(c.f("/", c.get(s), c.load("double", L, c.i("+", c.i("*", i, n), i))), out, i)
+
+
 def _cholesky_fn() -> str:
     """``i1 @cholesky(n, A, D, mu, g, L, h)``: ``h = -(A + mu diag(D))^-1 g`` by
     Cholesky; false when the matrix is not positive definite or ``h`` not finite."""
     c = Code()
     c.returns("i1")
     n = "%n"
-    with c.for_("0", n) as j:
-        jn = c.i("*", j, n)
-        with c.for_(j, n) as i:
-            inn = c.i("*", i, n)
-            s = c.var("double", c.load("double", "%A", c.i("+", inn, j)))
-            with c.if_(c.icmp("==", i, j)):
-                c.set(s, c.f("+", c.get(s), c.f("*", "%mu", c.load("double", "%D", j))))
-            with c.for_("0", j) as k:
-                lik = c.load("double", "%L", c.i("+", inn, k))
-                ljk = c.load("double", "%L", c.i("+", jn, k))
-                c.set(s, c.f("-", c.get(s), c.f("*", lik, ljk)))
-            with c.if_(c.icmp("==", i, j)):
-                with c.if_(c.not_(c.cmp(">", c.get(s), "0.0"))):
-                    c.ret("false")
-                c.store(c.sqrt(c.get(s)), "%L", c.i("+", jn, j))
-            with c.else_():
-                c.store(c.f("/", c.get(s), c.load("double", "%L", c.i("+", jn, j))), "%L",
-                        c.i("+", inn, j))
-    # L y = -g (y in h), then L^T h = y
-    with c.for_("0", n) as i:
-        inn = c.i("*", i, n)
-        s = c.var("double", c.f("-", "0.0", c.load("double", "%g", i)))
-        with c.for_("0", i) as k:
-            c.set(s, c.f("-", c.get(s), c.f("*", c.load("double", "%L", c.i("+", inn, k)),
-                                              c.load("double", "%h", k))))
-        c.store(c.f("/", c.get(s), c.load("double", "%L", c.i("+", inn, i))), "%h", i)
-    with c.for_(c.i("-", n, "1"), "-1", step=-1) as i:
-        s = c.var("double", c.load("double", "%h", i))
-        with c.for_(c.i("+", i, "1"), n) as k:
-            lki = c.load("double", "%L", c.i("+", c.i("*", k, n), i))
-            c.set(s, c.f("-", c.get(s), c.f("*", lki, c.load("double", "%h", k))))
-        c.store(c.f("/", c.get(s), c.load("double", "%L", c.i("+", c.i("*", i, n), i))),
-                "%h", i)
+    _factor(c, n, "%A", "%L", lambda j: c.f("*", "%mu", c.load("double", "%D", j)),
+            lambda s: c.cmp(">", s, "0.0"))
+    _substitute(c, n, "%L", lambda i: c.f("-", "0.0", c.load("double", "%g", i)), "%h")
     with c.for_("0", n) as i:
         with c.if_(c.not_(c.is_finite(c.load("double", "%h", i)))):
             c.ret("false")
@@ -366,40 +382,11 @@ def _inverse_fn() -> str:
     tol = c.f("*", c.f("*", c.const(_EPS), size), c.get(top))
     with c.if_(c.not_(c.is_finite(tol))):
         c.ret("false")
-    with c.for_("0", n) as j:
-        jn = c.i("*", j, n)
-        with c.for_(j, n) as i:
-            inn = c.i("*", i, n)
-            s = c.var("double", c.load("double", "%A", c.i("+", inn, j)))
-            with c.for_("0", j) as k:
-                s_new = c.f("*", c.load("double", "%L", c.i("+", inn, k)),
-                            c.load("double", "%L", c.i("+", jn, k)))
-                c.set(s, c.f("-", c.get(s), s_new))
-            with c.if_(c.icmp("==", i, j)):
-                with c.if_(c.not_(c.cmp(">", c.get(s), tol))):
-                    c.ret("false")
-                c.store(c.sqrt(c.get(s)), "%L", c.i("+", jn, j))
-            with c.else_():
-                c.store(c.f("/", c.get(s), c.load("double", "%L", c.i("+", jn, j))), "%L",
-                        c.i("+", inn, j))
-    # column e of the inverse: L y = e_e, then L^T x = y (x stored as row e: symmetric)
+    _factor(c, n, "%A", "%L", None, lambda s: c.cmp(">", s, tol))
+    # row e of the inverse (= column e: symmetric) solves L L^T x = e_e
     with c.for_("0", n) as e:
-        row = c.gep("double", "%out", c.i("*", e, n))
-        with c.for_("0", n) as i:
-            inn = c.i("*", i, n)
-            s = c.var("double", c.select(c.icmp("==", i, e), c.const(1.0), "0.0"))
-            with c.for_("0", i) as k:
-                t = c.f("*", c.load("double", "%L", c.i("+", inn, k)), c.load("double", row, k))
-                c.set(s, c.f("-", c.get(s), t))
-            c.store(c.f("/", c.get(s), c.load("double", "%L", c.i("+", inn, i))), row, i)
-        with c.for_(c.i("-", n, "1"), "-1", step=-1) as i:
-            s = c.var("double", c.load("double", row, i))
-            with c.for_(c.i("+", i, "1"), n) as k:
-                t = c.f("*", c.load("double", "%L", c.i("+", c.i("*", k, n), i)),
-                        c.load("double", row, k))
-                c.set(s, c.f("-", c.get(s), t))
-            c.store(c.f("/", c.get(s), c.load("double", "%L", c.i("+", c.i("*", i, n), i))),
-                    row, i)
+        _substitute(c, n, "%L", lambda i: c.select(c.icmp("==", i, e), c.const(1.0), "0.0"),
+                    c.gep("double", "%out", c.i("*", e, n)))
     # exactly symmetric: the upper triangle is the lower one (they differ by rounding)
     with c.for_("0", n) as i:
         with c.for_(c.i("+", i, "1"), n) as j:
@@ -835,21 +822,12 @@ def driver_source() -> str:
             + "".join(f"{d}\n" for d in sorted(declarations)) + "\n" + "\n".join(functions))
 
 
-_driver_lock = threading.Lock()
-_driver: Any = None
-
-
 def driver() -> Any:
-    """The compiled driver engine (compiled once per process)."""
-    global _driver
-    if _driver is None:
-        with _driver_lock:
-            if _driver is None:
-                # the object code comes from the disk cache when one is set
-                from scalar_autograd.runtime.disk_cache import active_cache
+    """The compiled driver engine (compiled once per process; from the disk cache when
+    one is set)."""
+    from scalar_autograd.runtime.disk_cache import process_engine
 
-                _driver = native_engine(driver_source(), 2, cache=active_cache())
-    return _driver
+    return process_engine("native_lm", driver_source, 2)  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------- Python side

@@ -37,6 +37,7 @@ from scalar_autograd.optim.lbfgs import LBFGSConfig, lbfgs_minimize
 from scalar_autograd.optim.native_lbfgs import MinimizeBatchOutput, NativeBatchLBFGS
 from scalar_autograd.optim.result import Status
 from scalar_autograd.runtime.batch_model import (
+    BatchStatuses,
     problem_data,
     remote_function,
     split_rows,
@@ -51,12 +52,13 @@ from scalar_autograd.value import Value
 STATUSES: tuple[Status, ...] = tuple(Status)
 """Status codes of :class:`BatchMinimizeResult`: ``STATUSES[code]``."""
 NOT_RUN = STATUSES.index(Status.NOT_RUN)
-_SUCCESS_CODES = np.array([i for i, s in enumerate(STATUSES) if s.success], dtype=np.int64)
 
 
-@dataclass
-class BatchMinimizeResult:
-    """The outcome of a batch of minimisations, one row per problem (numpy arrays).
+@dataclass(repr=False)
+class BatchMinimizeResult(BatchStatuses):
+    """The outcome of a batch of minimisations, one row per problem (numpy arrays); its
+    ``success``, ``statuses()``, ``counts()`` come from
+    :class:`~scalar_autograd.runtime.batch_model.BatchStatuses`.
 
     Attributes:
         x: ``(N, n)`` the final iterates.
@@ -78,27 +80,6 @@ class BatchMinimizeResult:
     interrupted: bool = False
     STATUSES: tuple[Status, ...] = field(default=STATUSES, repr=False)
 
-    @property
-    def success(self) -> np.ndarray:
-        """``(N,)`` bool: the problem converged."""
-        return np.isin(self.status, _SUCCESS_CODES)
-
-    def statuses(self) -> list[Status]:
-        """Every problem's status as a :class:`~scalar_autograd.Status`."""
-        return [STATUSES[c] for c in self.status.tolist()]
-
-    def counts(self) -> dict[str, int]:
-        """How many problems ended with each status (by name)."""
-        codes, numbers = np.unique(self.status, return_counts=True)
-        return {STATUSES[c].name: int(k) for c, k in zip(codes.tolist(), numbers.tolist())}
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    def __repr__(self) -> str:
-        return (f"BatchMinimizeResult(problems={len(self)}, params={self.x.shape[1]}, "
-                f"success={int(np.count_nonzero(self.success))}, statuses={self.counts()}"
-                f"{', interrupted' if self.interrupted else ''})")
 
 
 class _MinimizeJob:

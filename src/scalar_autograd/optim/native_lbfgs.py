@@ -73,7 +73,7 @@ from typing import Any
 import numpy as np
 
 from scalar_autograd.native.abi import BLOCK_FN
-from scalar_autograd.native.engine import NativeEngine, available, native_engine
+from scalar_autograd.native.engine import NativeEngine, available
 from scalar_autograd.native.structured import Code
 from scalar_autograd.optim.lbfgs import LBFGSConfig
 from scalar_autograd.optim.result import OptimizeResult, Status
@@ -621,21 +621,12 @@ def driver_source() -> str:
             + "".join(f"{d}\n" for d in sorted(declarations)) + "\n" + "\n".join(functions))
 
 
-_driver_lock = threading.Lock()
-_driver: NativeEngine | None = None
-
-
 def driver() -> NativeEngine:
-    """The compiled driver engine (compiled once per process)."""
-    global _driver
-    if _driver is None:
-        with _driver_lock:
-            if _driver is None:
-                # the object code comes from the disk cache when one is set
-                from scalar_autograd.runtime.disk_cache import active_cache
+    """The compiled driver engine (compiled once per process; from the disk cache when
+    one is set)."""
+    from scalar_autograd.runtime.disk_cache import process_engine
 
-                _driver = native_engine(driver_source(), 2, cache=active_cache())
-    return _driver
+    return process_engine("native_lbfgs", driver_source, 2)  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------- Python side

@@ -95,17 +95,7 @@ def problem_data(data: Any, count: int | None) -> tuple[list[np.ndarray], list[i
     if isinstance(data, np.ndarray) or not isinstance(data, (tuple, list)):
         raise TypeError(f"data must be a tuple of per-problem arrays; got "
                         f"{type(data).__name__} (wrap one array as data=(a,))")
-    arrays = []
-    for j, a in enumerate(data):
-        try:
-            arr = np.asarray(a, dtype=float)
-        except (TypeError, ValueError):
-            raise TypeError(f"data[{j}] must be an array of real numbers; got "
-                            f"{type(a).__name__}") from None
-        if arr.ndim not in (1, 2):
-            raise ValueError(f"data[{j}] must have shape (N,) or (N, d): one row per "
-                             f"problem; got shape {arr.shape}")
-        arrays.append(arr)
+    arrays = [per_problem_array(a, f"data[{j}]") for j, a in enumerate(data)]
     counts = sorted({a.shape[0] for a in arrays})
     if len(counts) > 1:
         raise ValueError(f"every data array must have one row per problem; got row "
@@ -131,6 +121,58 @@ def stack_rows(arrays: list[np.ndarray], count: int) -> np.ndarray:
         return np.zeros(0)
     columns = [a.reshape(count, 1 if a.ndim == 1 else a.shape[1]) for a in arrays]
     return np.ascontiguousarray(np.concatenate(columns, axis=1)).reshape(-1)
+
+
+class BatchStatuses:
+    """The status methods every batched result shares (a mixin).
+
+    The result has ``x`` ``(N, n)``, ``status`` (codes into :attr:`STATUSES`) and
+    ``interrupted``; the subclass sets ``STATUSES``, its status enum as a tuple, whose
+    members have a ``success`` property.
+    """
+
+    STATUSES: tuple[Any, ...]
+    x: np.ndarray
+    status: np.ndarray
+    interrupted: bool
+
+    @property
+    def success(self) -> np.ndarray:
+        """``(N,)`` bool: the problem converged."""
+        codes = [i for i, s in enumerate(self.STATUSES) if s.success]
+        return np.isin(self.status, np.array(codes, dtype=np.int64))
+
+    def statuses(self) -> list[Any]:
+        """Every problem's status, as the enum."""
+        return [self.STATUSES[c] for c in self.status.tolist()]
+
+    def counts(self) -> dict[str, int]:
+        """How many problems ended with each status (by the status's name)."""
+        codes, numbers = np.unique(self.status, return_counts=True)
+        return {self.STATUSES[c].name: int(k)
+                for c, k in zip(codes.tolist(), numbers.tolist())}
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(problems={len(self)}, params={self.x.shape[1]}, "
+                f"success={int(np.count_nonzero(self.success))}, statuses={self.counts()}"
+                f"{', interrupted' if self.interrupted else ''})")
+
+
+def per_problem_array(a: Any, name: str) -> np.ndarray:
+    """``a`` as a float64 array of shape ``(N,)`` or ``(N, d)`` (one row per problem),
+    or a TypeError/ValueError naming ``name``."""
+    try:
+        arr = np.asarray(a, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array of real numbers; got "
+                        f"{type(a).__name__}") from None
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"{name} must have shape (N,) or (N, d): one row per problem; "
+                         f"got shape {arr.shape}")
+    return arr
 
 
 _REMOTE: OrderedDict[str, CompiledFunction] = OrderedDict()

@@ -44,9 +44,12 @@ import struct
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from scalar_autograd.backends.base import KernelArtifact
+from scalar_autograd.native.engine import native_engine
 
 ENV_VAR = "SA_CACHE_DIR"
 """The environment variable naming the cache directory (empty or unset: no cache)."""
@@ -148,6 +151,27 @@ def active_cache() -> DiskCache | None:
 # ----------------------------------------------------------------------------- keys
 
 _fingerprint: str | None = None
+
+
+_engines: dict[str, Any] = {}
+_engines_lock = threading.Lock()
+
+
+def process_engine(name: str, source: Callable[[], str], level: int) -> Any:
+    """The engine of a module compiled once per process (a solver driver): ``source()``
+    compiled at ``level``, its object code from the disk cache when one is set.
+
+    ``name`` (a constant of the caller) keys the process-wide table; the cache is
+    keyed by the text itself, so a changed driver never loads stale code.
+    """
+    engine = _engines.get(name)
+    if engine is None:
+        with _engines_lock:
+            engine = _engines.get(name)
+            if engine is None:
+                engine = _engines[name] = native_engine(source(), level,
+                                                        cache=active_cache())
+    return engine
 
 
 def library_fingerprint() -> str:
