@@ -312,3 +312,36 @@ def test_batch_fits_recovers_the_spots(tmp_path: Path) -> None:
     assert result["within_3_sigma"] > 0.97
     assert not result["interrupted"]
     _check_png(result, tmp_path, "batch_fits.png")
+
+
+def test_pose_ik_reaches_every_pose_target(tmp_path: Path) -> None:
+    example = _example("pose_ik")
+    result = example.run(quick=True, plot_dir=_plot_dir(tmp_path))
+    assert len(result["targets"]) == 6
+    for solver, tolerance in (("lm", 1e-12), ("lbfgs", 1e-9)):
+        record = result[solver]
+        # measured by the example's scipy forward kinematics, not the package's
+        assert max(record["position_errors"]) < tolerance, (solver, record)
+        assert max(record["orientation_errors"]) < tolerance, (solver, record)
+    # the package's chain agrees with the scipy oracle at a pose of the path
+    q = result["lm"]["poses"][2]
+    position, orientation = example.chain_pose(q.tolist(), example.AXES, example.OFFSETS,
+                                               example.TOOL)
+    expected_position, expected_rotation = example.forward_kinematics(q)
+    np.testing.assert_allclose([v.data for v in position], expected_position, atol=1e-14)
+    found = example.Rotation.from_quat([v.data for v in orientation], scalar_first=True)
+    assert (found * expected_rotation.inv()).magnitude() < 1e-14
+    _check_png(result, tmp_path, "pose_ik.png")
+
+
+def test_pose_graph_recovers_the_trajectory(tmp_path: Path) -> None:
+    result = _example("pose_graph").run(quick=True, plot_dir=_plot_dir(tmp_path))
+    assert result["result"].success and result["exact_result"].success
+    # without noise the truth is recovered from a wrong start, to rounding
+    assert result["exact"][0] < 1e-12 and result["exact"][1] < 1e-12, result["exact"]
+    # with noise, least squares undoes most of the dead-reckoning drift
+    assert result["solved"][0] < 0.5 * result["drift"][0]
+    assert result["solved"][1] < 0.6 * result["drift"][1]
+    assert result["first_pose_fixed"]
+    assert result["max_unit_error"] < 1e-15
+    _check_png(result, tmp_path, "pose_graph.png")

@@ -11,7 +11,8 @@ direction of the layers but not for cycles (they never run). Layers, bottom up:
 2. ``native``: the LLVM-text emitter, engines, the ABI
 3. ``backends``: interpreter, python, llvm, vm
 4. ``runtime``: compile, cache, CompiledFunction, grouping, ``sa.jit``, compiled check modes
-5. ``testing`` (``check_grads``: eager and compiled modes), ``optim``, ``lsq``
+5. ``testing`` (``check_grads``: eager and compiled modes), ``optim``, ``lsq``,
+   ``manifolds`` (parameter blocks on manifolds, used by ``optim`` and ``lsq``)
 6. the domain modules (``vec``, ``geometry``, ``nn``, ``losses``, ``matrix``,
    ``kinematics``, ``functional``, ``datasets``), script helpers (``console``,
    ``plotting``, ``demo``), ``__main__`` and the package ``__init__`` (re-exports only)
@@ -39,7 +40,7 @@ LAYERS: dict[str, int] = {
     # 1 ir, 2 native, 3 backends, 4 runtime
     "ir": 1, "native": 2, "backends": 3, "runtime": 4,
     # 5 tools and solvers on the runtime
-    "testing": 5, "optim": 5, "lsq": 5,
+    "testing": 5, "optim": 5, "lsq": 5, "manifolds": 5,
     # 6 domain modules and the package front
     "vec": 6, "geometry": 6, "nn": 6, "losses": 6, "matrix": 6, "kinematics": 6,
     "functional": 6, "datasets": 6, "console": 6, "plotting": 6, "demo": 6,

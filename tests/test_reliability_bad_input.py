@@ -186,6 +186,13 @@ VALID: dict[str, Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "grad": lambda: ((lambda x: x * x,), {"backend": "python"}),
     "value_and_grad": lambda: ((lambda x: x * x,), {"backend": "python"}),
     "jacobian": lambda: ((lambda x: x * x,), {"backend": "python"}),
+    "QuaternionManifold": lambda: ((), {}),
+    "EigenQuaternionManifold": lambda: ((), {}),
+    "AngleAxisManifold": lambda: ((), {}),
+    "SphereManifold": lambda: ((3,), {}),
+    "SubsetManifold": lambda: ((3, [1]), {}),
+    "EuclideanManifold": lambda: ((2,), {}),
+    "ProductManifold": lambda: ((sa.QuaternionManifold(), sa.EuclideanManifold(3)), {}),
     "custom_op": lambda: ((lambda m, x: m.exp(x) * x,),
                           {"partials": lambda m, x, out: (out + m.exp(x),),
                            "name": "bad_input_probe"}),
@@ -221,6 +228,7 @@ NOT_CALLED = {
     "CovarianceWarning": "a warning class",
     "FrozenBranchWarning": "a warning class",
     "SpecializationLimitError": "an exception class",
+    "Manifold": "an abstract base class (subclassed with plus and minus)",
 }
 
 

@@ -28,6 +28,16 @@ from scalar_autograd.lsq import (
     curve_fit,
     nonlinear_least_squares,
 )
+from scalar_autograd.manifolds import (
+    AngleAxisManifold,
+    EigenQuaternionManifold,
+    EuclideanManifold,
+    Manifold,
+    ProductManifold,
+    QuaternionManifold,
+    SphereManifold,
+    SubsetManifold,
+)
 from scalar_autograd.matrix import Matrix3x3
 from scalar_autograd.modes import detect_anomaly, is_grad_enabled, no_grad
 from scalar_autograd.nn import MLP, Layer, Neuron
@@ -75,6 +85,8 @@ __all__ = [
     "check_grads",
     "SGD", "Adam", "AdamW", "clip_grad_norm", "lbfgs", "minimize", "OptimizeResult",
     "Status", "batch_minimize", "BatchMinimizeResult",
+    "Manifold", "QuaternionManifold", "EigenQuaternionManifold", "AngleAxisManifold",
+    "SphereManifold", "SubsetManifold", "EuclideanManifold", "ProductManifold",
     "compile", "CompiledFunction", "compile_gradient_function", "apply_compiled_gradients",
     "set_cache_dir", "get_cache_dir",
     "jit", "grad", "value_and_grad", "jacobian", "Traced", "ConcretizationError",

@@ -62,6 +62,21 @@ Termination (scipy's meanings, checked after every trial step):
 The current point is always the best point found (only decreases are accepted), so
 whatever the status, ``x`` is the best point.
 
+**On manifolds** (``manifold``, a :class:`~scalar_autograd.manifolds.TangentSpace`: some
+parameter blocks are unit quaternions, rotations, unit vectors, ...), the loop runs in
+the tangent space at the current point, as Ceres' trust-region minimiser does: the
+Jacobian is ``J @ P(x)`` with ``P`` the manifolds' plus Jacobian at ``delta = 0``
+(Ceres' ``PlusJacobian``), the step ``h`` (``tangent_size`` numbers) solves the damped
+normal equations of that Jacobian, and a trial point is ``plus(x, h)`` (the geodesic
+acceleration probe ``plus(x, t v)``). The Marquardt scaling, the damping, the trust
+radius and the gradient test all act on tangent quantities. ``param_tolerance``
+compares the scaled tangent step ``|sqrt(D) h|`` with ``xtol * (xtol + |sqrt(D) x_ref|)``,
+where ``x_ref`` gives each Euclidean parameter its value and each manifold block its
+Euclidean norm spread over its tangent coordinates
+(:meth:`~scalar_autograd.manifolds.Manifold.step_reference`; a unit quaternion counts
+as 1), the scaled analogue of Ceres' ``|x - plus(x, h)| <= xtol * (|x| + xtol)``. The
+result's ``jacobian`` and ``grad_norm`` are then the tangent ones.
+
 Example:
     >>> import numpy as np
     >>> t = np.linspace(0, 1, 20); y = 2.0 * np.exp(-1.5 * t)
@@ -89,6 +104,7 @@ from scalar_autograd.lsq.options import SolverOptions
 from scalar_autograd.lsq.result import LeastSquaresResult
 from scalar_autograd.lsq.schur import SchurComplement
 from scalar_autograd.lsq.status import Status
+from scalar_autograd.manifolds import TangentSpace
 from scalar_autograd.validation import check_real_array
 
 ResidualsFn = Callable[[np.ndarray], np.ndarray]
@@ -402,6 +418,21 @@ def _acceleration(
     return a
 
 
+def _itself(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def _in_tangent_space(evaluate: ResidualsAndJacobianFn, space: TangentSpace
+                      ) -> ResidualsAndJacobianFn:
+    """``evaluate`` with its Jacobian taken to the tangent space at ``x``."""
+
+    def residuals_and_jacobian(x: np.ndarray) -> tuple[np.ndarray, Any]:
+        r, J = evaluate(x)
+        return r, space.to_tangent(J, x)
+
+    return residuals_and_jacobian
+
+
 def levenberg_marquardt(
     residuals_and_jacobian: ResidualsAndJacobianFn,
     residuals: ResidualsFn,
@@ -410,6 +441,7 @@ def levenberg_marquardt(
     *,
     log: Callable[[str], None] = print,
     schur: SchurComplement | None = None,
+    manifold: TangentSpace | None = None,
 ) -> LeastSquaresResult:
     """Minimise ``0.5 * sum(rho(r(x)**2))`` from ``x0`` (see the module docstring).
 
@@ -424,6 +456,9 @@ def levenberg_marquardt(
             (:mod:`scalar_autograd.lsq.schur`), used by the sparse Cholesky step
             (``linear_solver`` ``"auto"``, ``"schur"`` or ``"sparse_cholesky"`` on a
             sparse Jacobian) whenever the Jacobian has that pattern.
+        manifold: the parameter blocks on manifolds (see the module docstring);
+            ``residuals_and_jacobian`` still returns the Jacobian with respect to
+            ``x``, and ``x0``'s blocks must be points of their manifolds.
 
     Returns:
         A :class:`LeastSquaresResult`; ``x`` is the best point found.
@@ -437,6 +472,11 @@ def levenberg_marquardt(
     x = check_real_array(x0, "x0")
     if x.ndim != 1:
         raise ValueError(f"x0 must be a 1-D array of parameters; got shape {x.shape}")
+    move: Callable[[np.ndarray, np.ndarray], np.ndarray] = np.add
+    size_of: Callable[[np.ndarray], np.ndarray] = _itself
+    if manifold is not None:
+        residuals_and_jacobian = _in_tangent_space(residuals_and_jacobian, manifold)
+        move, size_of = manifold.plus, manifold.reference
     r, J = residuals_and_jacobian(x)
     r = np.asarray(r, dtype=float)
     nfev = njev = 1
@@ -470,7 +510,7 @@ def levenberg_marquardt(
     # MINPACK's start: Gauss-Newton (no damping) within the radius factor * |sqrt(D) x0|
     mu = MIN_DAMPING if opts.initial_damping is None else opts.initial_damping
     top = float(np.max(scaling, initial=0.0))
-    dx0 = _norm(np.sqrt(np.maximum(scaling, _EPS * top)) * x) if top > 0 \
+    dx0 = _norm(np.sqrt(np.maximum(scaling, _EPS * top)) * size_of(x)) if top > 0 \
         else 0.0
     delta = TRUST_RADIUS_FACTOR * dx0 if dx0 > 0 else TRUST_RADIUS_FACTOR
     nu = 2.0
@@ -497,14 +537,14 @@ def levenberg_marquardt(
         iterations += 1
         accel_ok = True
         if opts.geodesic_acceleration:
-            r_probe = np.asarray(residuals(x + FVV_STEP * h), dtype=float)
+            r_probe = np.asarray(residuals(move(x, FVV_STEP * h)), dtype=float)
             nfev += 1
             a = _acceleration(model, r, r_probe, h, D, mu, linear_solver)
             if a is None:
                 accel_ok = False
             else:
                 h = h + 0.5 * a
-        x_trial = x + h
+        x_trial = move(x, h)
         r_trial = np.asarray(residuals(x_trial), dtype=float)
         nfev += 1
         cost_trial = loss_cost(opts.loss, r_trial, opts.loss_scale)
@@ -515,7 +555,7 @@ def levenberg_marquardt(
         ratio = actual / predicted if predicted > 0 else -math.inf
         sqrt_d = np.sqrt(D)
         scaled_step = _norm(sqrt_d * h)
-        scaled_x = _norm(sqrt_d * x)
+        scaled_x = _norm(sqrt_d * size_of(x))
         accepted = (accel_ok and math.isfinite(cost_trial) and ratio > MIN_GAIN_RATIO
                     and actual > 0)
         cost_before = cost

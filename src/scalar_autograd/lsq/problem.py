@@ -94,6 +94,7 @@ from scalar_autograd.lsq.options import (
 from scalar_autograd.lsq.params import describe_constant_rows
 from scalar_autograd.lsq.result import LeastSquaresResult
 from scalar_autograd.lsq.trf import trust_region_reflective
+from scalar_autograd.manifolds import Manifold, TangentSpace, block_indices, resolve_blocks
 from scalar_autograd.runtime.jit import MAX_SPECIALIZATIONS
 from scalar_autograd.validation import (
     check_bool,
@@ -169,6 +170,8 @@ class LeastSquaresProblem:
         self.x = x
         self.blocks: list[ResidualBlock] = []
         self._function: _ResidualFunction | None = None
+        self._manifolds: list[tuple[np.ndarray, Manifold]] = []
+        self._space: TangentSpace | None = None
         # compiled (or graph) evaluators of the blocks, by (mode, Jacobian kind);
         # add() empties it
         self._evaluators: dict[tuple[str, bool | None], Evaluator] = {}
@@ -293,6 +296,90 @@ class LeastSquaresProblem:
         """Create a :class:`ResidualBlock` and add it (see its arguments)."""
         return self.add(ResidualBlock(fn, param_index, data, name=name))
 
+    def set_manifold(self, block: Any, manifold: Manifold | None) -> None:
+        """Put the parameter block ``block`` on ``manifold`` (Ceres' ``SetManifold``).
+
+        The solver then moves the block by ``manifold.plus`` and works in its tangent
+        space (see :mod:`scalar_autograd.manifolds` and
+        :mod:`scalar_autograd.lsq.levenberg_marquardt`). Setting a block again replaces
+        its manifold; ``manifold=None`` takes it off (its parameters are Euclidean
+        again); for many blocks, :meth:`set_manifolds` sets them all at once (each
+        call here checks the whole layout again). The start of every solve must be a
+        point of each manifold (a unit quaternion, a unit vector on a sphere).
+        Manifolds cannot be combined with ``bounds`` (a ``ValueError`` at
+        :meth:`solve`).
+
+        Args:
+            block: the block's parameters: a ``slice`` or ``range`` of ``x``, a
+                sequence of int indices, or (for a problem made by
+                :meth:`from_residuals`) a sequence of its params (``Value`` objects);
+                as many as ``manifold.ambient_size``, none in another manifold's block.
+            manifold: a :class:`~scalar_autograd.manifolds.Manifold`
+                (``sa.QuaternionManifold()``, ``sa.SphereManifold(3)``, ...), or None.
+
+        Raises:
+            TypeError: a block or manifold of the wrong kind.
+            ValueError: indices out of range or repeated, a block of another size than
+                the manifold's ambient size, a parameter already in another block, or
+                (for None) a block that has no manifold.
+
+        Example (a unit vector fitted to directions: the mean direction):
+            >>> import numpy as np
+            >>> import scalar_autograd as sa
+            >>> dirs = np.array([[1.0, 0.1, 0.0], [1.0, -0.1, 0.0], [1.0, 0.0, 0.2]])
+            >>> problem = sa.LeastSquaresProblem([1.0, 0.0, 0.0])
+            >>> _ = problem.add_block(lambda p, d: [p[i] - d[i] for i in range(3)],
+            ...                       param_index=np.tile([0, 1, 2], (3, 1)), data=list(dirs.T))
+            >>> problem.set_manifold(slice(0, 3), sa.SphereManifold(3))
+            >>> x = problem.solve().x
+            >>> mean = dirs.mean(axis=0)
+            >>> bool(np.allclose(x, mean / np.linalg.norm(mean), atol=1e-12))
+            True
+            >>> round(float(np.linalg.norm(x)), 15)
+            1.0
+        """
+        params = self._function.params if self._function is not None else None
+        indices = block_indices(block, self.n_params, params, "set_manifold")
+        kept = [(idx, m) for idx, m in self._manifolds
+                if not np.array_equal(np.sort(idx), np.sort(indices))]
+        if manifold is None:
+            if len(kept) == len(self._manifolds):
+                raise ValueError(f"set_manifold(block, None): block {indices.tolist()!r:.80} "
+                                 f"has no manifold to take off")
+            self._set_manifolds(kept)
+            return
+        if not isinstance(manifold, Manifold):
+            raise TypeError(f"manifold must be a Manifold (sa.QuaternionManifold(), ...) or "
+                            f"None; got {type(manifold).__name__} {manifold!r:.40}")
+        self._set_manifolds([*kept, (indices, manifold)])
+
+    def set_manifolds(self, manifolds: Any) -> None:
+        """Replace every manifold by ``manifolds``: ``[(block, manifold), ...]`` (each
+        pair as :meth:`set_manifold`'s arguments), or None / ``[]`` for none.
+
+        Example:
+            >>> import scalar_autograd as sa
+            >>> problem = sa.LeastSquaresProblem([1.0, 0.0, 0.0, 0.0, 5.0])
+            >>> problem.set_manifolds([(slice(0, 4), sa.QuaternionManifold())])
+            >>> [(idx.tolist(), m) for idx, m in problem.manifolds]
+            [([0, 1, 2, 3], QuaternionManifold())]
+        """
+        if manifolds is None:
+            self._set_manifolds([])
+            return
+        params = self._function.params if self._function is not None else None
+        self._set_manifolds(resolve_blocks(manifolds, self.n_params, params))
+
+    def _set_manifolds(self, blocks: list[tuple[np.ndarray, Manifold]]) -> None:
+        space = TangentSpace(self.n_params, blocks) if blocks else None   # checks overlap
+        self._manifolds = blocks
+        self._space = space
+
+    @property
+    def manifolds(self) -> list[tuple[np.ndarray, Manifold]]:
+        """The ``(indices, manifold)`` of every block on a manifold."""
+        return [(idx.copy(), m) for idx, m in self._manifolds]
+
     def _kernel_blocks(self, jacobian: str) -> list[KernelBlock]:
         if not self.blocks:
             raise ValueError("the problem has no residual blocks; add one with add_block()")
@@ -376,6 +463,11 @@ class LeastSquaresProblem:
         (tracing, compiling) is done. Afterwards ``self.x`` (and, for
         :meth:`from_residuals`, every param's ``data``) holds the solution: the best
         point found, whatever the status.
+
+        With blocks on manifolds (:meth:`set_manifold`), the numpy Levenberg-Marquardt
+        loop runs in their tangent space (never the native driver or the Schur
+        elimination): the result's ``jacobian`` (so :meth:`~LeastSquaresResult.covariance`)
+        and ``grad_norm`` are the tangent ones, and ``x`` stays on the manifolds.
 
         The kernels are compiled (a ``residual_fn`` traced) at the first solve and kept:
         a later solve, from another ``x0``, with new block ``data`` or with the inputs of
@@ -485,7 +577,9 @@ class LeastSquaresProblem:
                 (``jacobian="compiled"``), bad bounds (wrong shape, nan, a lower bound
                 not below its upper bound), an ``x0`` outside the bounds ("x0 is
                 infeasible"), an option the bounded method does not take, a ``sigma``
-                of the wrong shape or not positive, or ``data`` of the wrong shape.
+                of the wrong shape or not positive, ``data`` of the wrong shape,
+                ``bounds`` on a problem with manifolds, or an ``x0`` whose block is
+                not a point of its manifold (a quaternion that is not unit).
             SpecializationLimitError: a ``residual_fn`` took more than
                 ``max_specializations`` branch patterns (``jacobian="compiled"``).
             ConcretizationError: ``residual_fn`` or a block needs the number of a
@@ -512,9 +606,15 @@ class LeastSquaresProblem:
         absolute = check_bool(absolute_sigma, "absolute_sigma")
         start = self._check_start(x0)
         limits = validate_bounds(bounds, self.n_params)
+        if limits is not None and self._space is not None:
+            raise ValueError("bounds cannot be combined with manifolds (the bounded method "
+                             "works on x itself, not in a tangent space); drop the bounds "
+                             "or the manifolds (set_manifolds(None))")
         if limits is not None:
             check_bounded_options(opts)
             check_feasible(start, limits, "x0")
+        if self._space is not None:
+            self._space.check(start, "x0")
         new_data = self._check_new_data(data) if data is not None else None
         if new_data:
             self._replace_data(new_data)
@@ -543,6 +643,14 @@ class LeastSquaresProblem:
                                                       None, opts.linear_solver)
             return trust_region_reflective(residuals_and_jacobian, residuals, start,
                                            limits[0], limits[1], opts)
+        if self._space is not None:
+            # on manifolds: the numpy loop in the tangent space (the native driver and
+            # the Schur elimination know x's own columns only)
+            if opts.verbose:
+                residuals_and_jacobian = self._noting(evaluator, residuals_and_jacobian,
+                                                      None, opts.linear_solver)
+            return levenberg_marquardt(residuals_and_jacobian, residuals, start, opts,
+                                       manifold=self._space)
         # "auto" on a sparse Jacobian and "schur" eliminate small independent parameter
         # blocks (bundle adjustment's points) by a Schur complement when the pattern
         # has them and it pays (lsq/schur.py); "sparse_cholesky" keeps the generic
@@ -683,6 +791,8 @@ class LeastSquaresProblem:
         m, n = shape
         lines.append(f"{m} residuals, {n} parameters, "
                      f"{'sparse' if evaluator.sparse else 'dense'} Jacobian")
+        if self._space is not None:
+            lines.append(f"manifolds: {self._space!r}; steps in its tangent space")
         if schur is not None:
             lines.append(f"Schur complement: eliminating {schur.eliminated.size} parameters "
                          f"in blocks of {schur.size}, reduced dense system of "

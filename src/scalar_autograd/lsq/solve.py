@@ -109,6 +109,7 @@ def nonlinear_least_squares(
     bounds: Any = None,
     sigma: Any = None,
     absolute_sigma: bool = False,
+    manifolds: Any = None,
     **options: Any,
 ) -> LeastSquaresResult:
     """Minimise ``0.5 * sum(rho(r_i**2))`` over ``params`` (within ``bounds`` if given).
@@ -146,6 +147,14 @@ def nonlinear_least_squares(
             ``(m, m)`` covariance: the solver minimises ``r_i / sigma_i``.
         absolute_sigma: ``sigma`` is absolute: ``result.covariance()`` is not scaled by
             the residual variance (scipy ``curve_fit``'s rule).
+        manifolds: parameter blocks on manifolds, ``[(block, manifold), ...]``: a block
+            is a list of params (or a slice or list of indices into ``params``), a
+            manifold a :class:`~scalar_autograd.manifolds.Manifold`
+            (``sa.QuaternionManifold()``, ``sa.AngleAxisManifold()``,
+            ``sa.SphereManifold(n)``, ``sa.SubsetManifold(n, constant)``, ...). The
+            solver then steps in their tangent space and keeps each block on its
+            manifold (see :meth:`~scalar_autograd.LeastSquaresProblem.set_manifold`);
+            not with ``bounds``.
         **options: the solver options of
             :meth:`~scalar_autograd.lsq.problem.LeastSquaresProblem.solve`:
             ``max_iterations``, ``cost_tolerance``, ``param_tolerance``,
@@ -179,6 +188,24 @@ def nonlinear_least_squares(
         ...     bounds=(0.0, np.inf))
         >>> res.active_mask.tolist(), round(k.data, 12)
         ([0, -1], 0.0)
+
+    Example (a rotation, as a unit quaternion, aligning two sets of directions):
+        >>> from scipy.spatial.transform import Rotation
+        >>> a = np.eye(3)
+        >>> b = Rotation.from_rotvec([0.3, -0.2, 0.5]).apply(a)
+        >>> q = [sa.Value(v) for v in (1.0, 0.0, 0.0, 0.0)]     # w, x, y, z
+        >>> def misfit(p):
+        ...     w, x, y, z = p
+        ...     R = [[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        ...          [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        ...          [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]]
+        ...     return [sum(R[i][k] * ai[k] for k in range(3)) - bi[i]
+        ...             for ai, bi in zip(a, b) for i in range(3)]
+        >>> res = sa.nonlinear_least_squares(q, misfit,
+        ...                                  manifolds=[(q, sa.QuaternionManifold())])
+        >>> found = Rotation.from_quat([v.data for v in q], scalar_first=True)
+        >>> res.success, round(float(np.linalg.norm(found.as_rotvec() - [0.3, -0.2, 0.5])), 9)
+        (True, 0.0)
     """
     if inputs is None:
         problem = LeastSquaresProblem.from_residuals(params, residual_fn,
@@ -191,5 +218,6 @@ def nonlinear_least_squares(
         limit = check_positive_int(max_specializations, "max_specializations")
         problem = _cached_problem(plist, residual_fn, ulist, limit,
                                   validate_jacobian_mode(jacobian))
+    problem.set_manifolds(manifolds)
     return problem.solve(jacobian=jacobian, bounds=bounds, sigma=sigma,
                          absolute_sigma=absolute_sigma, **options)

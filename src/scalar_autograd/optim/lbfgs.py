@@ -21,6 +21,20 @@ L-BFGS-B ``gtol``), or when the relative reduction
 ``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol`` (scipy's test), or at
 ``max_iterations`` / ``max_evaluations``. It never stops because ``f`` became small.
 
+**On manifolds** (``manifold``, a :class:`~scalar_autograd.manifolds.TangentSpace`),
+the same algorithm runs in tangent coordinates, as Ceres' line-search minimiser does
+with manifolds: the gradient is the tangent gradient ``g = P(x)^T grad f(x)``
+(``P`` the plus Jacobian at ``delta = 0``, Ceres' ``PlusJacobian``), the direction
+``d = -H g`` is a tangent vector, the line search runs along the curve
+``a -> plus(x, a d)`` (its Wolfe conditions on ``phi(a) = f(plus(x, a d))`` with the
+exact slope ``phi'(a) = grad f . (d plus(x, a d)/d delta) d``, from the compiled
+plus map's own derivative), and the curvature pairs are ``s = minus(x_{k+1}, x_k)``,
+``y = g_{k+1} - g_k``. As in Ceres there is no vector transport: ``y`` subtracts
+tangent gradients taken at two points. For the quaternion and rotation manifolds
+(updates on the left, so every tangent space is identified with the same Lie algebra)
+and for small steps this is the usual approximation. The gradient test is on the
+tangent gradient.
+
 Example:
     >>> import numpy as np
     >>> def rosenbrock(x):
@@ -43,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from scalar_autograd.manifolds import TangentSpace
 from scalar_autograd.optim.equations import FloatArray
 from scalar_autograd.optim.line_search import FunAndGrad, StrongWolfe
 from scalar_autograd.optim.native import TwoLoop, native_available
@@ -206,6 +221,7 @@ def lbfgs_minimize(
     *,
     callback: Callback | None = None,
     history: bool = False,
+    manifold: TangentSpace | None = None,
 ) -> OptimizeResult:
     """Minimise a smooth function given as a flat oracle, by L-BFGS.
 
@@ -216,6 +232,10 @@ def lbfgs_minimize(
         config: the options (defaults of :class:`LBFGSConfig` when omitted).
         callback: see :data:`Callback`.
         history: record the objective at every iterate in ``result.history``.
+        manifold: parameter blocks on manifolds: run in their tangent space (see the
+            module docstring); ``fun_and_grad`` still takes and differentiates ``x``
+            itself, and ``x0``'s blocks must be points of their manifolds. The
+            result's ``grad_norm`` is then the tangent gradient's.
 
     Returns:
         An :class:`OptimizeResult`; ``x`` is the last accepted iterate, which always has
@@ -226,6 +246,16 @@ def lbfgs_minimize(
     """
     cfg = config if config is not None else LBFGSConfig()
     x = check_real_array(x0, "x0").reshape(-1)
+    if manifold is not None:
+        if manifold.n != x.size:
+            raise ValueError(f"the manifolds are for {manifold.n} parameters; x0 has "
+                             f"{x.size}")
+        workspace = _take_workspace(cfg.history_size, manifold.tangent_size, cfg)
+        try:
+            return _run_on_manifold(fun_and_grad, x, cfg, workspace, callback, history,
+                                    manifold)
+        finally:
+            _give_back(workspace)
     workspace = _take_workspace(cfg.history_size, x.size, cfg)
     try:
         return _run(fun_and_grad, x, cfg, workspace, callback, history)
@@ -288,6 +318,111 @@ def _run(fun_and_grad: FunAndGrad, x: FloatArray, cfg: LBFGSConfig, workspace: _
         f_old = f
         np.copyto(x, ls.x)
         np.copyto(g, ls.g)
+        f = ls.f
+        iteration += 1
+        if trace is not None:
+            trace.append(f)
+        if callback is not None and callback(iteration, x.copy(), f) is True:
+            return result(Status.CALLBACK_STOP, iteration)
+        if _inf_norm(g) <= cfg.gradient_tolerance:
+            return result(Status.CONVERGED_GRADIENT, iteration)
+        if f_old - f <= cfg.ftol * max(abs(f_old), abs(f), 1.0):
+            return result(Status.CONVERGED_FTOL, iteration)
+
+
+class _Chart:
+    """The objective seen from a base point ``x`` through ``delta -> plus(x, delta)``:
+    ``phi(delta) = f(plus(x, delta))`` and its gradient
+    ``(d plus(x, delta) / d delta)^T grad f``, for the line search. Remembers the
+    ambient point and gradient of each evaluation of the current search."""
+
+    def __init__(self, fun_and_grad: FunAndGrad, space: TangentSpace) -> None:
+        self.fun_and_grad = fun_and_grad
+        self.space = space
+        self.base = np.empty(space.n)
+        self.seen: list[tuple[FloatArray, FloatArray, FloatArray]] = []
+
+    def start(self, x: FloatArray) -> None:
+        np.copyto(self.base, x)
+        self.seen.clear()
+
+    def __call__(self, delta: FloatArray) -> tuple[float, FloatArray]:
+        point, jacobians = self.space.plus_jacobians(self.base, delta)
+        f, g = self.fun_and_grad(point)
+        g = np.array(g, dtype=float)
+        self.seen.append((delta.copy(), point, g))
+        return f, self.space.pull_gradient(g, jacobians)
+
+    def point(self, delta: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The ambient point and gradient of the evaluation at ``delta``."""
+        for d, point, g in reversed(self.seen):
+            if np.array_equal(d, delta):
+                return point, g
+        point = self.space.plus(self.base, delta)     # (the search returns a trial)
+        return point, np.array(self.fun_and_grad(point)[1], dtype=float)
+
+
+def _run_on_manifold(fun_and_grad: FunAndGrad, x: FloatArray, cfg: LBFGSConfig,
+                     workspace: _Workspace, callback: Callback | None, history: bool,
+                     space: TangentSpace) -> OptimizeResult:
+    """:func:`_run` in the tangent space of ``space`` (see the module docstring)."""
+    f, g_out = fun_and_grad(x)
+    f = float(f)
+    if np.shape(g_out) != x.shape:
+        raise ValueError(f"`fun_and_grad` must return a gradient of shape {x.shape}; got "
+                         f"shape {np.shape(g_out)}")
+    g = workspace.g
+    np.copyto(g, space.tangent_gradient(x, np.asarray(g_out, dtype=float)))
+    nfev = 1
+    trace: list[float] | None = [f] if history else None
+
+    def result(status: Status, iterations: int) -> OptimizeResult:
+        return OptimizeResult(x=x, fun=f, grad_norm=_inf_norm(g), iterations=iterations,
+                              nfev=nfev, status=status,
+                              history=tuple(trace) if trace is not None else None)
+
+    if not (math.isfinite(f) and bool(np.isfinite(g).all())):
+        return result(Status.NON_FINITE, 0)
+    if _inf_norm(g) <= cfg.gradient_tolerance:
+        return result(Status.CONVERGED_GRADIENT, 0)
+
+    d = workspace.d
+    memory = workspace.memory
+    search = workspace.search
+    chart = _Chart(fun_and_grad, space)
+    origin = np.zeros(space.tangent_size)
+    iteration = 0
+    while True:
+        if iteration >= cfg.max_iterations:
+            return result(Status.MAX_ITERATIONS, iteration)
+        if nfev >= cfg.max_evaluations:
+            return result(Status.MAX_EVALUATIONS, iteration)
+        memory.direction()
+        slope = float(np.dot(g, d))
+        if not slope < 0.0:
+            memory.reset()
+            np.negative(g, out=d)
+            slope = float(np.dot(g, d))
+        step = 1.0 if memory.count else 1.0 / math.sqrt(-slope)
+        chart.start(x)
+        ls = search(chart, origin, f, g, d, step)
+        nfev += ls.nfev
+        if not ls.ok:
+            if memory.count:
+                memory.reset()
+                continue
+            return result(Status.LINE_SEARCH_FAILED, iteration)
+        x_new, g_ambient = chart.point(ls.x)
+        g_new = space.tangent_gradient(x_new, g_ambient)
+        s_new, y_new = memory.slot()
+        np.copyto(s_new, space.minus(x_new, x))
+        np.subtract(g_new, g, out=y_new)
+        sy = float(np.dot(s_new, y_new))
+        if sy > _EPS * float(np.dot(y_new, y_new)):
+            memory.push(sy)
+        f_old = f
+        np.copyto(x, x_new)
+        np.copyto(g, g_new)
         f = ls.f
         iteration += 1
         if trace is not None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from scalar_autograd.manifolds import TangentSpace, tangent_space
 from scalar_autograd.optim.equations import AdamConfig, AdamWConfig, SGDConfig
 from scalar_autograd.optim.first_order import run_first_order
 from scalar_autograd.optim.lbfgs import Callback, LBFGSConfig, lbfgs_minimize
@@ -159,6 +160,7 @@ def minimize(
     *,
     method: str = "adam",
     bounds: Any = None,
+    manifolds: Any = None,
     inputs: Sequence[Any] = (),
     max_iterations: int | None = None,
     callback: Callback | None = None,
@@ -220,6 +222,14 @@ def minimize(
             one bound per param or ``None``; ``-inf``/``inf`` for no bound, equal
             bounds fix a param (scipy's conventions; a ``scipy.optimize.Bounds`` works
             too). See :func:`~scalar_autograd.optim.lbfgsb.check_bounds`.
+        manifolds: for ``method="lbfgs"``: parameter blocks on manifolds,
+            ``[(block, manifold), ...]``, a block a list of params (or a slice or list
+            of indices into ``params``), a manifold a
+            :class:`~scalar_autograd.manifolds.Manifold` (``sa.QuaternionManifold()``,
+            ``sa.SphereManifold(n)``, ...). L-BFGS then runs in their tangent space
+            and keeps every block on its manifold (see
+            :mod:`~scalar_autograd.optim.lbfgs`); the params must start on them. Not
+            with ``bounds``.
         inputs: for a ``Value`` loss, leaf ``Value``s compiled as runtime inputs, and
             for a function loss, leaf ``Value``s it reads by closure, traced as runtime
             inputs (their current ``.data`` is used in both cases); for a compiled
@@ -252,8 +262,10 @@ def minimize(
         TypeError: a loss that is neither a ``Value``, a compiled function nor a
             callable, an unknown option, or an option of the wrong type.
         ValueError: an unknown method, invalid params, an invalid option value,
-            invalid ``bounds`` or ``bounds`` with another method than ``"lbfgs"``, or
-            a function ``loss`` that reads the params it closes over.
+            invalid ``bounds`` or ``bounds`` with another method than ``"lbfgs"``,
+            ``manifolds`` with another method than ``"lbfgs"`` or with ``bounds``, a
+            start off a manifold, or a function ``loss`` that reads the params it
+            closes over.
         ConcretizationError: a function ``loss`` needs the number of a traced value
             (``float()``, ``math.exp``); the message names the line.
         SpecializationLimitError: a function ``loss`` took more than
@@ -275,12 +287,26 @@ def minimize(
         >>> r = sa.minimize(piecewise, [w], method="lbfgs", bounds=(-1.0, 1.5))
         >>> round(w.data, 6), r.active_mask.tolist()      # held at the upper bound
         (1.5, [1])
+
+        A unit quaternion ``[w, x, y, z]`` turned towards a target orientation (a
+        quarter turn about z), kept unit by its manifold:
+
+        >>> import math
+        >>> from scalar_autograd.kinematics import rotation_error
+        >>> q = [sa.Value(v) for v in (1.0, 0.0, 0.0, 0.0)]
+        >>> target = [math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)]
+        >>> r = sa.minimize(lambda p: sa.sum([e * e for e in rotation_error(p, target)]),
+        ...                 q, method="lbfgs", manifolds=[(q, sa.QuaternionManifold())],
+        ...                 gradient_tolerance=1e-10)
+        >>> [round(v.data, 9) + 0.0 for v in q], round(math.hypot(*(v.data for v in q)), 15)
+        ([0.707106781, 0.0, 0.0, 0.707106781], 1.0)
     """
     check_choice(method, "method", METHODS)
     plist = check_params(params, requires_grad=False)
     if bounds is not None and method != "lbfgs":
         raise ValueError(f"`bounds` needs method='lbfgs' (L-BFGS-B); got method={method!r}")
     box = check_bounds(bounds, len(plist))
+    space = _manifold_space(manifolds, plist, method, box)
     opts = _options(method, options)
     iterations = _DEFAULT_ITERATIONS[method] if max_iterations is None else max_iterations
     iterations = check_positive_int(iterations, "max_iterations")
@@ -305,7 +331,7 @@ def minimize(
                               max_specializations=max_specializations, backend=backend)
         x0 = np.array([p.data for p in plist], dtype=np.float64)
         result = _run(method, traced, x0, config, iterations, opts, callback, progress,
-                      history, box)
+                      history, box, space)
         for p, xi in zip(plist, result.x.tolist()):
             p.data = xi
         return result
@@ -316,15 +342,34 @@ def minimize(
     x0 = np.array([p.data for p in plist], dtype=np.float64)
     with bound_oracle(function, len(plist), runtime_inputs) as oracle:
         result = _run(method, oracle, x0, config, iterations, opts, callback, progress,
-                      history, box)
+                      history, box, space)
     for p, xi in zip(plist, result.x.tolist()):
         p.data = xi
     return result
 
 
+def _manifold_space(manifolds: Any, params: list[Value], method: str, box: Box | None
+                    ) -> TangentSpace | None:
+    """The tangent space of ``manifolds`` (None without), checked against the method,
+    the bounds and the params' current values."""
+    if manifolds is None:
+        return None
+    if method != "lbfgs":
+        raise ValueError(f"`manifolds` needs method='lbfgs'; got method={method!r}")
+    space = tangent_space(manifolds, len(params), params)
+    if space is None:
+        return None
+    if box is not None:
+        raise ValueError("`bounds` cannot be combined with `manifolds` (L-BFGS-B works on "
+                         "the params themselves, not in a tangent space); drop one of them")
+    space.check(np.array([p.data for p in params], dtype=np.float64), "params")
+    return space
+
+
 def _run(method: str, oracle: BoundOracle, x0: np.ndarray, config: Any, iterations: int,
          opts: dict[str, Any], callback: Callback | None, progress: bool,
-         history: bool, box: Box | None = None) -> OptimizeResult:
+         history: bool, box: Box | None = None, space: TangentSpace | None = None
+         ) -> OptimizeResult:
     """Run the method's loop on an oracle with BoundOracle's buffers."""
     if method == "lbfgs":
         cb = callback
@@ -332,7 +377,8 @@ def _run(method: str, oracle: BoundOracle, x0: np.ndarray, config: Any, iteratio
             cb = _progress_callback(callback, iterations)
         if box is not None:
             return lbfgsb_minimize(oracle, x0, box, config, callback=cb, history=history)
-        return lbfgs_minimize(oracle, x0, config, callback=cb, history=history)
+        return lbfgs_minimize(oracle, x0, config, callback=cb, history=history,
+                              manifold=space)
     return run_first_order(
         oracle, x0, config, iterations,
         gradient_tolerance=opts["gradient_tolerance"], callback=callback,
@@ -360,6 +406,7 @@ def lbfgs(
     params: Sequence[Value],
     *,
     bounds: Any = None,
+    manifolds: Any = None,
     max_iterations: int = LBFGSConfig.max_iterations,
     history_size: int = LBFGSConfig.history_size,
     gradient_tolerance: float = LBFGSConfig.gradient_tolerance,
@@ -406,6 +453,8 @@ def lbfgs(
         bounds: ``(lower, upper)``: each a number, one bound per param or ``None``;
             ``-inf``/``inf`` for no bound, equal bounds fix a param (scipy's
             conventions, see :func:`~scalar_autograd.optim.lbfgsb.check_bounds`).
+        manifolds: parameter blocks on manifolds, ``[(block, manifold), ...]`` (see
+            :func:`minimize`): L-BFGS in their tangent space; not with ``bounds``.
         max_iterations: the most iterations, >= 1.
         history_size: the number of curvature pairs kept, >= 1.
         gradient_tolerance: stop when ``max |g_i| <= gradient_tolerance``, >= 0.
@@ -457,13 +506,15 @@ def lbfgs(
     check_callback(callback)
     check_bool(history, "history")
     box = check_bounds(bounds, len(plist))
+    space = _manifold_space(manifolds, plist, "lbfgs", box)
     x0 = np.array([p.data for p in plist], dtype=np.float64)
 
     def solve(oracle: Any) -> OptimizeResult:
         if box is not None:
             return lbfgsb_minimize(oracle, x0, box, config, callback=callback,
                                    history=history)
-        return lbfgs_minimize(oracle, x0, config, callback=callback, history=history)
+        return lbfgs_minimize(oracle, x0, config, callback=callback, history=history,
+                              manifold=space)
 
     if isinstance(objective, Value):
         leaves = input_leaves(() if inputs is None else inputs, plist, "a Value objective")
