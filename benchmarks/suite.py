@@ -68,7 +68,7 @@ PEERS = {  # import name -> (display name, install hint)
     "scipy": ("SciPy", "pip install scipy"),
     "matplotlib": ("matplotlib (plots)", "pip install matplotlib"),
 }
-EXTERNAL = {"lsq": ("bench_lsq", "nist_table", "bench_bounds"),
+EXTERNAL = {"lsq": ("bench_lsq", "nist_table", "bench_bounds", "bench_manifolds"),
             "optim": ("bench_optim", "bench_optim_bounds"),
             "jit": ("bench_guards",), "batch": ("bench_batch",),
             "cache": ("bench_cache",)}
