@@ -69,7 +69,7 @@ PEERS = {  # import name -> (display name, install hint)
     "matplotlib": ("matplotlib (plots)", "pip install matplotlib"),
 }
 EXTERNAL = {"lsq": ("bench_lsq", "nist_table", "bench_bounds", "bench_manifolds"),
-            "optim": ("bench_optim", "bench_optim_bounds"),
+            "optim": ("bench_optim", "bench_optim_bounds", "bench_newton"),
             "jit": ("bench_guards",), "batch": ("bench_batch",),
             "cache": ("bench_cache",)}
 """The other developers' scripts each section calls into, when present."""

@@ -199,7 +199,7 @@ def test_bad_minimize_arguments():
     params = _params()
     loss = _loss(params)
     with pytest.raises(ValueError, match="`method` must be one of 'adam', 'adamw', 'sgd'"):
-        sa.minimize(loss, params, method="newton")
+        sa.minimize(loss, params, method="bfgs")
     with pytest.raises(TypeError, match="unknown option.*momentum"):
         sa.minimize(loss, params, method="adam", momentum=0.9)
     with pytest.raises(TypeError, match="unknown option.*betas"):

@@ -186,6 +186,8 @@ VALID: dict[str, Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "grad": lambda: ((lambda x: x * x,), {"backend": "python"}),
     "value_and_grad": lambda: ((lambda x: x * x,), {"backend": "python"}),
     "jacobian": lambda: ((lambda x: x * x,), {"backend": "python"}),
+    "hessian": lambda: ((lambda x: x * x,), {"backend": "python"}),
+    "hvp": lambda: ((lambda x: x * x,), {"backend": "python"}),
     "QuaternionManifold": lambda: ((), {}),
     "EigenQuaternionManifold": lambda: ((), {}),
     "AngleAxisManifold": lambda: ((), {}),

@@ -315,7 +315,8 @@ def _d_atan2(m: Any, y: Any, x: Any, out: Any) -> tuple[Any, Any]:
 
 def _d_pow_value(m: Any, a: Any, b: Any, out: Any) -> tuple[Any, Any]:
     log_a = m.where(m.eq(a, 0.0), 0.0, m.log(a))  # JAX's convention: d/db at a = 0 is 0
-    d_a = m.where(m.eq(b, 0.0), 0.0, b * m.pow(a, b - 1.0))  # as pow: 0 (not nan) for b = 0
+    # as pow: 0 (not nan) for b = 0; pow_value, so d2/da db sees the exponent too
+    d_a = m.where(m.eq(b, 0.0), 0.0, b * m.pow_value(a, b - 1.0))
     return d_a, out * log_a
 
 

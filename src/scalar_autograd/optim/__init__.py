@@ -46,6 +46,13 @@ from scalar_autograd.optim.lbfgs import LBFGSConfig, lbfgs_minimize
 from scalar_autograd.optim.lbfgsb import check_bounds, lbfgsb_minimize
 from scalar_autograd.optim.line_search import LineSearchResult, MoreThuente, StrongWolfe
 from scalar_autograd.optim.minimize import lbfgs, minimize
+from scalar_autograd.optim.newton import (
+    NewtonConfig,
+    NewtonOracle,
+    compiled_oracle,
+    newton_minimize,
+    newton_oracle,
+)
 from scalar_autograd.optim.optimizers import SGD, Adam, AdamW, Optimizer
 from scalar_autograd.optim.result import OptimizeResult, Status
 
@@ -55,5 +62,6 @@ __all__ = [
     "AdamWConfig", "AdamState", "adam_init", "adam_step", "lbfgs", "lbfgs_minimize",
     "lbfgsb_minimize", "check_bounds", "LBFGSConfig", "StrongWolfe", "MoreThuente",
     "minimize", "batch_minimize", "BatchMinimizeResult", "LineSearchResult",
-    "OptimizeResult", "Status",
+    "OptimizeResult", "Status", "NewtonConfig", "NewtonOracle", "compiled_oracle",
+    "newton_minimize", "newton_oracle",
 ]

@@ -35,6 +35,7 @@ from scalar_autograd.optim.equations import AdamConfig, AdamWConfig, SGDConfig
 from scalar_autograd.optim.first_order import run_first_order
 from scalar_autograd.optim.lbfgs import Callback, LBFGSConfig, lbfgs_minimize
 from scalar_autograd.optim.lbfgsb import Box, check_bounds, lbfgsb_minimize
+from scalar_autograd.optim.newton import NewtonConfig, newton_minimize, newton_oracle
 from scalar_autograd.optim.oracles import (
     BoundOracle,
     TracedOracle,
@@ -57,7 +58,8 @@ from scalar_autograd.validation import (
 )
 from scalar_autograd.value import Value
 
-METHODS = ("adam", "adamw", "sgd", "lbfgs")
+METHODS = ("adam", "adamw", "sgd", "lbfgs", "newton", "newton-cg")
+NEWTON_METHODS = ("newton", "newton-cg")
 
 
 def _defaults(config: Any, *leave_out: str) -> dict[str, Any]:
@@ -76,11 +78,14 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "adam": _adam_options(AdamConfig),
     "adamw": _adam_options(AdamWConfig),
     "lbfgs": _defaults(LBFGSConfig, "max_iterations"),
+    "newton": _defaults(NewtonConfig, "max_iterations", "subproblem"),
+    "newton-cg": _defaults(NewtonConfig, "max_iterations", "subproblem"),
 }
 FIRST_ORDER_ITERATIONS = 1000
 """The default number of steps of the first-order methods."""
 _DEFAULT_ITERATIONS = {"sgd": FIRST_ORDER_ITERATIONS, "adam": FIRST_ORDER_ITERATIONS,
-                       "adamw": FIRST_ORDER_ITERATIONS, "lbfgs": LBFGSConfig.max_iterations}
+                       "adamw": FIRST_ORDER_ITERATIONS, "lbfgs": LBFGSConfig.max_iterations,
+                       "newton": None, "newton-cg": None}  # Newton: None is 200 * n
 
 
 def _options(method: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +120,7 @@ def lbfgs_config(**options: Any) -> LBFGSConfig:
     return _cached_lbfgs_config(*items)
 
 
-def _config(method: str, opts: dict[str, Any], max_iterations: int) -> Any:
+def _config(method: str, opts: dict[str, Any], max_iterations: int | None) -> Any:
     if method == "sgd":
         return SGDConfig(**_without(opts, "gradient_tolerance"))
     if method in ("adam", "adamw"):
@@ -123,6 +128,9 @@ def _config(method: str, opts: dict[str, Any], max_iterations: int) -> Any:
         config_class = AdamWConfig if method == "adamw" else AdamConfig
         return config_class(beta1=beta1, beta2=beta2,
                             **_without(opts, "betas", "gradient_tolerance"))
+    if method in NEWTON_METHODS:
+        return NewtonConfig(subproblem="cg" if method == "newton-cg" else "auto",
+                            max_iterations=max_iterations, **opts)
     return lbfgs_config(max_iterations=max_iterations, **opts)  # gradient_tolerance: not None
 
 
@@ -217,7 +225,10 @@ def minimize(
             ``loss(params) -> Value`` (see above; the graph of a ``Value`` loss is one
             path through the code that built it, a function's is not).
         params: the leaf ``Value``s to optimise (``requires_grad=True``, no duplicates).
-        method: ``"adam"``, ``"adamw"``, ``"sgd"`` or ``"lbfgs"``.
+        method: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"lbfgs"``, ``"newton"`` (a
+            trust-region Newton method: Moré–Sorensen steps on the compiled Hessian up
+            to 100 params, Steihaug–CG on Hessian-vector products above; see
+            :mod:`~scalar_autograd.optim.newton`) or ``"newton-cg"`` (always CG).
         bounds: ``(lower, upper)`` for ``method="lbfgs"``: each a number, an array with
             one bound per param or ``None``; ``-inf``/``inf`` for no bound, equal
             bounds fix a param (scipy's conventions; a ``scipy.optimize.Bounds`` works
@@ -235,7 +246,8 @@ def minimize(
             inputs (their current ``.data`` is used in both cases); for a compiled
             loss, the input values (numbers), by default its input leaves' ``.data``.
         max_iterations: the number of steps (first-order methods, default 1000) or the
-            most iterations (L-BFGS, default 100); a positive int.
+            most iterations (L-BFGS, default 100; Newton, default ``200 * n``); a
+            positive int.
         callback: ``callback(iteration, x, fun)`` with every new iterate (a copy);
             returning ``True`` stops the run (``Status.CALLBACK_STOP``).
         progress: print the loss to stderr as the run goes.
@@ -253,7 +265,12 @@ def minimize(
             * ``lbfgs``: ``history_size=10``, ``gradient_tolerance=1e-6``, ``ftol``
               (scipy's 2.2e-9), ``max_evaluations=15000``, ``c1=1e-4``, ``c2=0.9``,
               ``max_line_search=25`` (see :func:`lbfgs`, which also explains when
-              to lower ``ftol`` and ``gradient_tolerance``).
+              to lower ``ftol`` and ``gradient_tolerance``);
+            * ``newton``/``newton-cg``: ``gradient_tolerance=1e-6`` (on ``max |g_i|``),
+              ``initial_trust_radius=1``, ``max_trust_radius=1000``, ``eta=0.15``,
+              ``max_cg_iterations=None`` (2n) (see
+              :class:`~scalar_autograd.optim.newton.NewtonConfig`). ``progress`` is
+              not shown for them.
 
     Returns:
         An :class:`OptimizeResult`.
@@ -309,12 +326,25 @@ def minimize(
     space = _manifold_space(manifolds, plist, method, box)
     opts = _options(method, options)
     iterations = _DEFAULT_ITERATIONS[method] if max_iterations is None else max_iterations
-    iterations = check_positive_int(iterations, "max_iterations")
+    if iterations is not None:
+        iterations = check_positive_int(iterations, "max_iterations")
     config = _config(method, opts, iterations)
     check_callback(callback)
     check_bool(progress, "progress")
     check_bool(history, "history")
     max_specializations = check_positive_int(max_specializations, "max_specializations")
+    if method in NEWTON_METHODS:
+        leaves = inputs if is_compiled_function(loss) else \
+            input_leaves(inputs, plist, "the loss", ValueError)
+        second_order = newton_oracle(loss, plist, leaves, backend=backend,
+                                     max_specializations=max_specializations)
+        x0 = np.array([p.data for p in plist], dtype=np.float64)
+        result = newton_minimize(second_order, x0, config, callback=callback,
+                                 history=history)
+        for p, xi in zip(plist, result.x.tolist()):
+            p.data = xi
+        return result
+    assert iterations is not None     # only Newton's default depends on n
 
     function: Any
     if isinstance(loss, Value):

@@ -38,6 +38,8 @@ class Status(Enum):
                                    nan or inf at the current iterate
     CALLBACK_STOP         no       the callback returned ``True``
     NOT_RUN               no       a batch was interrupted before this problem ran
+    NO_PROGRESS           no       trust-region Newton: the model predicts no decrease,
+                                   or the step no longer changes ``x`` (rounding)
     ====================  =======  =====================================================
     """
 
@@ -54,6 +56,10 @@ class Status(Enum):
     NON_FINITE = "failed: the objective or its gradient is not finite"
     CALLBACK_STOP = "stopped: the callback asked to stop"
     NOT_RUN = "not run: the batch was interrupted before this problem was solved"
+    NO_PROGRESS = (
+        "stopped: no trust-region step decreases the objective at this precision "
+        "(gradient_tolerance may be below rounding)"
+    )
 
     @property
     def success(self) -> bool:

@@ -20,6 +20,8 @@ Example:
     >>> df = sa.grad(lambda v: v[0] * v[1] + sa.sin(v[0]))
     >>> df([0.0, 2.0]).tolist()
     [3.0, 0.0]
+    >>> sa.hessian(lambda v: v[0] * v[0] * v[1])([1.0, 2.0]).tolist()
+    [[4.0, 2.0], [2.0, 0.0]]
 """
 
 from __future__ import annotations
@@ -35,12 +37,30 @@ import numpy as np
 
 from scalar_autograd.graph import gc_paused
 from scalar_autograd.ir.trace import trace as trace_program
-from scalar_autograd.runtime.compiled import CompiledFunction, _Buffers, _entry_for
+from scalar_autograd.runtime.compiled import (
+    _LOCAL_NAMES,
+    CompiledFunction,
+    _Buffers,
+    _entry_for,
+    _kind,
+)
 from scalar_autograd.tracing import Guard, active_trace, tracing
 from scalar_autograd.value import Value
 
 _F64 = np.dtype(np.float64)
 _VALUES, _GRAD, _VALUE_AND_GRAD, _JACOBIAN = "jit", "grad", "value_and_grad", "jacobian"
+_HESSIAN, _HVP = "hessian", "hvp"
+_SCALAR_KINDS = (_GRAD, _VALUE_AND_GRAD, _HESSIAN, _HVP)
+"""The transforms that need ``fn`` to return one scalar."""
+
+
+def _kernel_kind(kind: str) -> bool | str:
+    """The compiled kernel a transform runs (see ``CompiledFunction._buffers``)."""
+    if kind == _VALUES:
+        return False
+    if kind in (_HESSIAN, _HVP):
+        return kind
+    return True
 
 
 MAX_SPECIALIZATIONS = 8
@@ -149,13 +169,13 @@ class _Fast:
                  "finish")
 
     def __init__(self, key: Any, sizes: tuple[tuple[int] | None, ...], spec: _Specialization,
-                 layout: _Layout, deriv: bool, owner: Traced) -> None:
+                 layout: _Layout, deriv: bool | str, owner: Traced) -> None:
         self.key = key
         self.sizes = sizes
         self.shape = sizes[0] if sizes else None
         self.layout = layout
         self.local = spec.compiled._local       # this thread's buffers live here
-        self.buffer = "d" if deriv else "v"
+        self.buffer = _LOCAL_NAMES[_kind(deriv)]
         # one array argument that is the whole params vector: load it with one copy
         self.single = len(sizes) == 1 and sizes[0] is not None and layout.params == (0,)
         self.guard = spec.n_out if spec.guarded else -1
@@ -167,6 +187,8 @@ class _Fast:
             self.finish = _whole_grad
         elif kind == _VALUES and spec.scalar_out:
             self.finish = _scalar_value
+        elif kind == _HESSIAN and whole:
+            self.finish = functools.partial(_whole_hessian, n=layout.n_params)
         else:
             self.finish = functools.partial(owner._result, spec, layout=layout)
 
@@ -181,6 +203,10 @@ def _whole_grad(b: _Buffers) -> np.ndarray:
 
 def _scalar_value(b: _Buffers) -> float:
     return b.val.item(0)
+
+
+def _whole_hessian(b: _Buffers, n: int) -> np.ndarray:
+    return b.der[n:].reshape(n, n).copy()
 
 
 # --------------------------------------------------------------------------- a specialisation
@@ -199,7 +225,7 @@ class _Specialization:
         self.key = key
         self.fast: dict[str, _Fast] = {}   # the hot-path forms, by buffer kind
 
-    def buffers(self, deriv: bool) -> _Buffers:
+    def buffers(self, deriv: bool | str) -> _Buffers:
         return self.compiled._buffers(deriv)
 
     def holds(self, b: _Buffers) -> bool:
@@ -243,6 +269,9 @@ class Traced:
                                  f"differentiated argument cannot be static")
         if kind != _VALUES and not self.argnums:
             raise ValueError("argnums must name at least one argument; got ()")
+        if kind == _HVP and self._tuple_argnums:
+            raise TypeError(f"argnums of sa.hvp must be one int (the argument v is a "
+                            f"direction for); got {argnums!r}")
         if isinstance(max_specializations, bool) or not isinstance(
                 max_specializations, numbers.Integral) or max_specializations < 1:
             raise ValueError(f"max_specializations must be a positive integer; got "
@@ -287,6 +316,14 @@ class Traced:
         """
         if not kwargs:
             return args
+        if self.kind == _HVP:  # the direction v is the last positional argument
+            if not args:
+                raise TypeError("an sa.hvp function takes fn's arguments, then the "
+                                "direction v (positional); got keywords only")
+            return self._bind(args[:-1], kwargs) + args[-1:]
+        return self._bind(args, kwargs)
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         if self._signature is None:
             try:
                 self._signature = inspect.signature(self.fn)
@@ -315,7 +352,32 @@ class Traced:
         return tuple(out)
 
     def _key(self, args: tuple[Any, ...]) -> tuple[Any, list[Any]]:
-        """The cache key (statics, shapes) and the dynamic arguments, validated."""
+        """The cache key (statics, shapes) and the dynamic arguments, validated.
+
+        For ``sa.hvp`` the last argument is the direction ``v``: a dynamic argument
+        that is never passed to ``fn`` (the kernel reads it after the inputs).
+        """
+        if self.kind == _HVP:
+            if not args:
+                raise TypeError("an sa.hvp function takes fn's arguments, then the "
+                                "direction v; got no arguments")
+            key, dynamic = self._fn_key(args[:-1])
+            n, statics, sizes = key
+            v = _dynamic_array(args[-1], "v (the direction, the last argument)")
+            size = None if isinstance(v, float) else v.shape[0]
+            static = {k for k, _ in statics}
+            position = [k for k in range(n) if k not in static].index(self.argnums[0] % n)
+            expected = sizes[position]
+            if size != expected:
+                shape = "a float" if expected is None else f"an array of length {expected}"
+                got = "a float" if size is None else f"an array of length {size}"
+                raise ValueError(f"v (the direction, the last argument) must have the shape "
+                                 f"of argument {self.argnums[0]}: {shape}; got {got}")
+            # n stays fn's: the layout makes v the last runtime input, _trace skips it
+            return (n, statics, (*sizes, size)), [*dynamic, v]
+        return self._fn_key(args)
+
+    def _fn_key(self, args: tuple[Any, ...]) -> tuple[Any, list[Any]]:
         n = len(args)
         if self.kind != _VALUES:
             for k in self.argnums:
@@ -383,7 +445,8 @@ class Traced:
         ok = guard_indicator(guards)
         aux: list[Value] = [] if ok is None else [ok]
         params = [v for k in layout.params for v in leaves[k]]
-        inputs = [v for k in layout.inputs for v in leaves[k]]
+        # (sa.hvp's direction, the last dynamic argument, has no leaves: not fn's)
+        inputs = [v for k in layout.inputs if k < len(leaves) for v in leaves[k]]
         with gc_paused():
             program, _ = trace_program(outputs + aux, params, inputs)
         entry = _entry_for(program, self.backend, n_aux=len(aux))
@@ -413,7 +476,7 @@ class Traced:
         return spec
 
     # ------------------------------------------------------------------ calls
-    def _run(self, args: tuple[Any, ...], deriv: bool
+    def _run(self, args: tuple[Any, ...], deriv: bool | str
              ) -> tuple[_Specialization, _Buffers, _Layout]:
         key, dynamic = self._key(args)
         layout = self._layout(key)
@@ -438,13 +501,14 @@ class Traced:
         self._remember(key, layout, spec, deriv)
         return spec, b, layout
 
-    def _remember(self, key: Any, layout: _Layout, spec: _Specialization, deriv: bool) -> None:
+    def _remember(self, key: Any, layout: _Layout, spec: _Specialization,
+                  deriv: bool | str) -> None:
         """Make this signature and specialisation the hot path's (no statics only)."""
         n, statics, sizes = key
         if statics:
             self._fast = None
             return
-        name = "d" if deriv else "v"
+        name = _LOCAL_NAMES[_kind(deriv)]
         fast = spec.fast.get(name)
         if fast is None:
             fast = _Fast(key, tuple(None if s is None else (s,) for s in sizes), spec, layout,
@@ -513,11 +577,15 @@ class Traced:
             if self.kind == _VALUES:
                 return self.fn(*args)  # inside another trace: inline
             raise _nested_error(self.kind)
-        spec, b, layout = self._run(args, self.kind != _VALUES)
+        spec, b, layout = self._run(args, _kernel_kind(self.kind))
         return self._result(spec, b, layout=layout)
 
     def _derivative_result(self, spec: _Specialization, val: np.ndarray, der: np.ndarray,
                            layout: _Layout) -> Any:
+        if self.kind == _HESSIAN:
+            return self._hessian_result(der, layout)
+        if self.kind == _HVP:  # der holds the gradient, then H v: as a gradient's parts
+            return self._grad_parts(der[layout.n_params:], layout)
         if layout.whole is not None and self.kind != _JACOBIAN:  # one array, all params
             grads: Any = der[: layout.whole].copy()
             if self.kind == _VALUE_AND_GRAD:
@@ -543,6 +611,37 @@ class Traced:
             return val.item(0), grads
         return grads
 
+    def _grad_parts(self, der: np.ndarray, layout: _Layout) -> Any:
+        """A vector over the params split by argument (a float for a float argument)."""
+        parts = []
+        for k in layout.params:
+            _, lo, hi = layout.slots[k]
+            parts.append(der.item(lo) if layout.sizes[k] is None else der[lo:hi].copy())
+        return tuple(parts) if self._tuple_argnums else parts[0]
+
+    def _hessian_result(self, der: np.ndarray, layout: _Layout) -> Any:
+        """The Hessian after the gradient in ``der``: ``(n, n)`` for one array argument,
+        a float for a float, and for a tuple ``argnums`` the blocks ``H[a][b]`` as a
+        tuple of tuples (JAX's layout)."""
+        n = layout.n_params
+        matrix = der[n: n + n * n].reshape(n, n)
+        blocks = []
+        for ka in layout.params:
+            _, lo_a, hi_a = layout.slots[ka]
+            row = []
+            for kb in layout.params:
+                _, lo_b, hi_b = layout.slots[kb]
+                block: Any = matrix[lo_a:hi_a, lo_b:hi_b].copy()
+                if layout.sizes[ka] is None and layout.sizes[kb] is None:
+                    block = block.item(0)
+                elif layout.sizes[ka] is None:
+                    block = block[0]
+                elif layout.sizes[kb] is None:
+                    block = block[:, 0]
+                row.append(block)
+            blocks.append(tuple(row))
+        return tuple(blocks) if self._tuple_argnums else blocks[0][0]
+
     # ------------------------------------------------------------------ batches
     def batch(self, *args: Any) -> Any:
         """Evaluate at many points: each dynamic argument has a leading batch axis.
@@ -562,9 +661,10 @@ class Traced:
             raise TypeError("batch needs at least one argument with a batch axis")
         static = set()
         n_args = len(args)
+        n_fn = n_args - 1 if self.kind == _HVP else n_args  # sa.hvp: v comes last
         for k in self.static_argnums:
-            if -n_args <= k < n_args:
-                static.add(k % n_args)
+            if -n_fn <= k < n_fn:
+                static.add(k % n_fn)
         rows_of: list[np.ndarray] = []
         n_rows = None
         for k, a in enumerate(args):
@@ -614,7 +714,7 @@ class Traced:
         for j, r in enumerate(rows_of):
             is_param, lo, hi = layout.slots[j]
             (X if is_param else U)[:, lo:hi] = r.reshape(n_rows, hi - lo)
-        deriv = self.kind != _VALUES
+        deriv = _kernel_kind(self.kind)
         pending: np.ndarray = np.arange(n_rows)
         results: dict[int, tuple[_Specialization, np.ndarray, np.ndarray]] = {}
         tried: set[int] = set()
@@ -650,7 +750,7 @@ class Traced:
         return self._stack([results[i] for i in range(n_rows)], layout, n_rows)
 
     def _batch_run(self, spec: _Specialization, X: np.ndarray, U: np.ndarray,
-                   deriv: bool) -> tuple[np.ndarray, np.ndarray]:
+                   deriv: bool | str) -> tuple[np.ndarray, np.ndarray]:
         return spec.compiled._batch_raw(X, U, deriv)
 
     def _stack(self, rows: list[tuple[_Specialization, np.ndarray, np.ndarray]],
@@ -662,6 +762,10 @@ class Traced:
             V = np.array([v[: s.n_out] for s, v, _ in rows])
             return V[:, 0] if spec.scalar_out else V
         per_row = [self._derivative_result(s, v, d, layout) for s, v, d in rows]
+        if self.kind == _HESSIAN and self._tuple_argnums:
+            return tuple(tuple(np.array([p[a][b] for p in per_row])
+                               for b in range(len(layout.params)))
+                         for a in range(len(layout.params)))
         if self.kind == _VALUE_AND_GRAD:
             values = np.array([p[0] for p in per_row])
             grads = [p[1] for p in per_row]
@@ -728,7 +832,7 @@ def _outputs(result: Any, kind: str) -> tuple[list[Value], bool]:
             else:
                 raise TypeError(f"fn returned {type(r).__name__} {r!r:.40} at position "
                                 f"{i}; it must return Values or floats")
-        if kind in (_GRAD, _VALUE_AND_GRAD):
+        if kind in _SCALAR_KINDS:
             raise TypeError(f"sa.{kind} needs fn to return one scalar; it returned a "
                             f"sequence of {len(out)} (use sa.jacobian)")
         return out, False
@@ -880,3 +984,49 @@ def jacobian(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
         [[3.0, 2.0], [1.0, 1.0]]
     """
     return Traced(fn, _JACOBIAN, argnums, static_argnums, max_specializations, backend)
+
+
+def hessian(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *,
+            static_argnums: int | Sequence[int] = (),
+            max_specializations: int = MAX_SPECIALIZATIONS,
+            backend: str = "auto") -> Traced:
+    """The Hessian of a scalar function with respect to argument(s) ``argnums``.
+
+    Compiled and guarded as :func:`jit`; the second derivatives come from forward mode
+    over the reverse-mode gradient program on the IR, from the op table's own rules
+    (see :meth:`CompiledFunction.hessian <scalar_autograd.CompiledFunction.hessian>`,
+    which also says how kinks and symmetry are treated). The result is ``(n, n)`` for
+    an array argument of length ``n`` and a float for a float argument; a tuple
+    ``argnums`` gives the blocks ``H[a][b]`` as a tuple of tuples, as ``jax.hessian``.
+
+    Example:
+        >>> import numpy as np, scalar_autograd as sa
+        >>> H = sa.hessian(lambda v: v[0] ** 3 + v[0] * v[1])
+        >>> H(np.array([1.0, 2.0])).tolist()
+        [[6.0, 1.0], [1.0, 0.0]]
+        >>> sa.hessian(lambda x, y: x * x * y, argnums=(0, 1))(3.0, 2.0)
+        ((4.0, 6.0), (6.0, 0.0))
+    """
+    return Traced(fn, _HESSIAN, argnums, static_argnums, max_specializations, backend)
+
+
+def hvp(fn: Callable[..., Any], argnums: int = 0, *,
+        static_argnums: int | Sequence[int] = (),
+        max_specializations: int = MAX_SPECIALIZATIONS,
+        backend: str = "auto") -> Traced:
+    """The Hessian-vector product ``H v`` of a scalar function, without forming ``H``.
+
+    The result is called with ``fn``'s arguments and then the direction ``v``, which
+    has the shape of argument ``argnums`` (one int): ``sa.hvp(f)(x, v)``,
+    ``sa.hvp(f, argnums=1)(data, x, v)``. It returns ``H v`` in that shape. One call
+    costs a small multiple of a gradient whatever the size (one forward sweep, seeded
+    by ``v``, over the reverse-mode gradient program), which is what Newton-CG needs.
+    Compiled and guarded as :func:`jit`.
+
+    Example:
+        >>> import numpy as np, scalar_autograd as sa
+        >>> f = sa.hvp(lambda v: v[0] ** 3 + v[0] * v[1])
+        >>> f(np.array([1.0, 2.0]), np.array([1.0, 0.0])).tolist()
+        [6.0, 1.0]
+    """
+    return Traced(fn, _HVP, argnums, static_argnums, max_specializations, backend)
