@@ -252,27 +252,50 @@ def lbfgs_minimize(
                              f"{x.size}")
         workspace = _take_workspace(cfg.history_size, manifold.tangent_size, cfg)
         try:
-            return _run_on_manifold(fun_and_grad, x, cfg, workspace, callback, history,
-                                    manifold)
+            return _run(fun_and_grad, x, cfg, workspace, callback, history,
+                        _Chart(fun_and_grad, manifold))
         finally:
             _give_back(workspace)
     workspace = _take_workspace(cfg.history_size, x.size, cfg)
     try:
-        return _run(fun_and_grad, x, cfg, workspace, callback, history)
+        return _run(fun_and_grad, x, cfg, workspace, callback, history, _Flat(fun_and_grad))
     finally:
         _give_back(workspace)
 
 
+class _Flat:
+    """Steps in R^n: the line search moves ``x`` itself, ``s = x_new - x``."""
+
+    def __init__(self, fun_and_grad: FunAndGrad) -> None:
+        self.fun_and_grad = fun_and_grad
+
+    def gradient(self, x: FloatArray, g: Any) -> Any:
+        """The gradient the iteration works with (here: as given)."""
+        return g
+
+    def search(self, search: StrongWolfe, x: FloatArray, f: float, g: FloatArray,
+               d: FloatArray, step: float) -> Any:
+        return search(self.fun_and_grad, x, f, g, d, step)
+
+    def accept(self, ls: Any, x: FloatArray, s: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The new point and gradient of the search's result; ``s`` gets the step."""
+        np.subtract(ls.x, x, out=s)
+        return ls.x, ls.g
+
+
 def _run(fun_and_grad: FunAndGrad, x: FloatArray, cfg: LBFGSConfig, workspace: _Workspace,
-         callback: Callback | None, history: bool) -> OptimizeResult:
-    """The iterations of :func:`lbfgs_minimize` on a workspace's buffers."""
+         callback: Callback | None, history: bool, geometry: _Flat | _Chart
+         ) -> OptimizeResult:
+    """The iterations of :func:`lbfgs_minimize` on a workspace's buffers; ``geometry``
+    says how a step moves ``x`` (:class:`_Flat`, or through a manifold :class:`_Chart`,
+    where ``g``, ``d`` and the curvature pairs live in the tangent space)."""
     f, g_out = fun_and_grad(x)
     f = float(f)
-    g = workspace.g
-    if np.shape(g_out) != g.shape:
-        raise ValueError(f"`fun_and_grad` must return a gradient of shape {g.shape}; got "
+    if np.shape(g_out) != x.shape:
+        raise ValueError(f"`fun_and_grad` must return a gradient of shape {x.shape}; got "
                          f"shape {np.shape(g_out)}")
-    np.copyto(g, g_out)
+    g = workspace.g
+    np.copyto(g, geometry.gradient(x, g_out))
     nfev = 1
     trace: list[float] | None = [f] if history else None
 
@@ -302,7 +325,7 @@ def _run(fun_and_grad: FunAndGrad, x: FloatArray, cfg: LBFGSConfig, workspace: _
             np.negative(g, out=d)
             slope = float(np.dot(g, d))
         step = 1.0 if memory.count else 1.0 / math.sqrt(-slope)
-        ls = search(fun_and_grad, x, f, g, d, step)
+        ls = geometry.search(search, x, f, g, d, step)
         nfev += ls.nfev
         if not ls.ok:
             if memory.count:
@@ -310,14 +333,14 @@ def _run(fun_and_grad: FunAndGrad, x: FloatArray, cfg: LBFGSConfig, workspace: _
                 continue
             return result(Status.LINE_SEARCH_FAILED, iteration)
         s_new, y_new = memory.slot()
-        np.subtract(ls.x, x, out=s_new)
-        np.subtract(ls.g, g, out=y_new)
+        x_new, g_new = geometry.accept(ls, x, s_new)
+        np.subtract(g_new, g, out=y_new)
         sy = float(np.dot(s_new, y_new))
         if sy > _EPS * float(np.dot(y_new, y_new)):
             memory.push(sy)
         f_old = f
-        np.copyto(x, ls.x)
-        np.copyto(g, ls.g)
+        np.copyto(x, x_new)
+        np.copyto(g, g_new)
         f = ls.f
         iteration += 1
         if trace is not None:
@@ -340,6 +363,7 @@ class _Chart:
         self.fun_and_grad = fun_and_grad
         self.space = space
         self.base = np.empty(space.n)
+        self.origin = np.zeros(space.tangent_size)
         self.seen: list[tuple[FloatArray, FloatArray, FloatArray]] = []
 
     def start(self, x: FloatArray) -> None:
@@ -361,75 +385,20 @@ class _Chart:
         point = self.space.plus(self.base, delta)     # (the search returns a trial)
         return point, np.array(self.fun_and_grad(point)[1], dtype=float)
 
+    def gradient(self, x: FloatArray, g: Any) -> FloatArray:
+        """The tangent gradient at ``x`` of the ambient gradient ``g``."""
+        return self.space.tangent_gradient(x, np.asarray(g, dtype=float))
 
-def _run_on_manifold(fun_and_grad: FunAndGrad, x: FloatArray, cfg: LBFGSConfig,
-                     workspace: _Workspace, callback: Callback | None, history: bool,
-                     space: TangentSpace) -> OptimizeResult:
-    """:func:`_run` in the tangent space of ``space`` (see the module docstring)."""
-    f, g_out = fun_and_grad(x)
-    f = float(f)
-    if np.shape(g_out) != x.shape:
-        raise ValueError(f"`fun_and_grad` must return a gradient of shape {x.shape}; got "
-                         f"shape {np.shape(g_out)}")
-    g = workspace.g
-    np.copyto(g, space.tangent_gradient(x, np.asarray(g_out, dtype=float)))
-    nfev = 1
-    trace: list[float] | None = [f] if history else None
+    def search(self, search: StrongWolfe, x: FloatArray, f: float, g: FloatArray,
+               d: FloatArray, step: float) -> Any:
+        """The line search along ``plus(x, alpha d)``: in the chart at ``x``, from 0."""
+        self.start(x)
+        return search(self, self.origin, f, g, d, step)
 
-    def result(status: Status, iterations: int) -> OptimizeResult:
-        return OptimizeResult(x=x, fun=f, grad_norm=_inf_norm(g), iterations=iterations,
-                              nfev=nfev, status=status,
-                              history=tuple(trace) if trace is not None else None)
+    def accept(self, ls: Any, x: FloatArray, s: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The new point and tangent gradient; ``s = minus(x_new, x)``."""
+        x_new, g_ambient = self.point(ls.x)
+        np.copyto(s, self.space.minus(x_new, x))
+        return x_new, self.space.tangent_gradient(x_new, g_ambient)
 
-    if not (math.isfinite(f) and bool(np.isfinite(g).all())):
-        return result(Status.NON_FINITE, 0)
-    if _inf_norm(g) <= cfg.gradient_tolerance:
-        return result(Status.CONVERGED_GRADIENT, 0)
 
-    d = workspace.d
-    memory = workspace.memory
-    search = workspace.search
-    chart = _Chart(fun_and_grad, space)
-    origin = np.zeros(space.tangent_size)
-    iteration = 0
-    while True:
-        if iteration >= cfg.max_iterations:
-            return result(Status.MAX_ITERATIONS, iteration)
-        if nfev >= cfg.max_evaluations:
-            return result(Status.MAX_EVALUATIONS, iteration)
-        memory.direction()
-        slope = float(np.dot(g, d))
-        if not slope < 0.0:
-            memory.reset()
-            np.negative(g, out=d)
-            slope = float(np.dot(g, d))
-        step = 1.0 if memory.count else 1.0 / math.sqrt(-slope)
-        chart.start(x)
-        ls = search(chart, origin, f, g, d, step)
-        nfev += ls.nfev
-        if not ls.ok:
-            if memory.count:
-                memory.reset()
-                continue
-            return result(Status.LINE_SEARCH_FAILED, iteration)
-        x_new, g_ambient = chart.point(ls.x)
-        g_new = space.tangent_gradient(x_new, g_ambient)
-        s_new, y_new = memory.slot()
-        np.copyto(s_new, space.minus(x_new, x))
-        np.subtract(g_new, g, out=y_new)
-        sy = float(np.dot(s_new, y_new))
-        if sy > _EPS * float(np.dot(y_new, y_new)):
-            memory.push(sy)
-        f_old = f
-        np.copyto(x, x_new)
-        np.copyto(g, g_new)
-        f = ls.f
-        iteration += 1
-        if trace is not None:
-            trace.append(f)
-        if callback is not None and callback(iteration, x.copy(), f) is True:
-            return result(Status.CALLBACK_STOP, iteration)
-        if _inf_norm(g) <= cfg.gradient_tolerance:
-            return result(Status.CONVERGED_GRADIENT, iteration)
-        if f_old - f <= cfg.ftol * max(abs(f_old), abs(f), 1.0):
-            return result(Status.CONVERGED_FTOL, iteration)

@@ -274,24 +274,9 @@ class _LazyMatrix:
 
 
 class _TracedSecondOrder(TracedOracle):
-    """A :class:`~.oracles.TracedOracle` that remembers which specialisation (branch
-    pattern) evaluated the last point, so that its Hessian kernels serve that point."""
-
-    current: Any = None
-
-    def _evaluate(self) -> None:
-        specs = self._specs
-        for i, spec in enumerate(specs):
-            if spec.run(self.x, self.inputs):
-                if i:
-                    specs.insert(0, specs.pop(i))
-                spec.read(self.value, self.grad)
-                self.current = spec.compiled
-                return
-        spec = self._specialize()
-        spec.run(self.x, self.inputs)  # traced at x: used at x
-        spec.read(self.value, self.grad)
-        self.current = spec.compiled
+    """A :class:`~.oracles.TracedOracle` whose Hessian kernels serve the point last
+    evaluated: those of the specialisation (branch pattern) that evaluated it,
+    :attr:`~.oracles.TracedOracle.current`."""
 
     def at(self, x: FloatArray) -> Any:
         """The compiled function whose guards hold at ``x`` (evaluating there if ``x``

@@ -184,6 +184,8 @@ class TracedOracle(BoundOracle):
         self.backend = backend
         self._outer = {id(p) for p in params}
         self._specs: list[_TracedSpecialization] = []   # this solve's, most recent first
+        self.current: Any = None
+        """The compiled function of the specialisation that evaluated the last point."""
         self.call = self._evaluate
 
     @property
@@ -192,16 +194,20 @@ class TracedOracle(BoundOracle):
         return len(self._specs)
 
     def _evaluate(self) -> None:
+        """Evaluate at ``self.x`` with a specialisation whose guards hold there (traced
+        anew if none does); it becomes ``current``."""
         specs = self._specs
         for i, spec in enumerate(specs):
             if spec.run(self.x, self.inputs):
                 if i:
                     specs.insert(0, specs.pop(i))
                 spec.read(self.value, self.grad)
+                self.current = spec.compiled
                 return
         spec = self._specialize()
         spec.run(self.x, self.inputs)  # traced at x: used at x (its guards hold up to rounding)
         spec.read(self.value, self.grad)
+        self.current = spec.compiled
 
     def _specialize(self) -> _TracedSpecialization:
         """Trace the objective at ``x`` and add its specialisation (or find it again)."""
