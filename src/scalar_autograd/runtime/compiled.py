@@ -355,6 +355,18 @@ class CompiledFunction:
         """Instructions in the lowered value-and-derivative program."""
         return self._entry.deriv_kernel().program.n_instructions
 
+    def to_c(self, name: str) -> str:
+        """A self-contained C99 source of this function (see
+        :func:`scalar_autograd.backends.c_source.generate_c`): ``double NAME(const double
+        *x)``, ``NAME_value_and_grad`` and ``NAME_jacobian``, libm only, no allocation.
+
+        Args:
+            name: the C identifier prefix (``[A-Za-z_][A-Za-z0-9_]*``, not a C keyword).
+        """
+        from scalar_autograd.backends.c_source import generate_c
+
+        return generate_c(self.program, name)
+
     def __repr__(self) -> str:
         return (f"CompiledFunction(n_params={self.n_params}, n_inputs={self.n_inputs}, "
                 f"n_outputs={self.n_outputs}, backend={self.backend!r})")
