@@ -8,8 +8,22 @@ generation is superlinear in function size. libm functions are called by their C
 names, so results match Python's ``math`` (and the Python backend) to the ulp in
 practice; generated code contains only numbered values and numeric constants.
 
-Calls go through ctypes with the GIL released. :meth:`LLVMKernel.bind` compiles a tiny
-wrapper with the buffer addresses baked in, so a call takes no arguments at all.
+Calls go through ctypes with the GIL released. :meth:`LLVMKernel.bind` returns a
+zero-argument native call of the kernel on fixed buffers
+(:func:`~scalar_autograd.native.abi.bound_call`: a stub from a pool, nothing compiled).
+
+A kernel compiles in two tiers (:data:`TIERED`): the IR is optimised by the pass list of
+its size's level, and compiled at once by LLVM's cheap ``-O0`` code generator (a few
+milliseconds for a few hundred instructions); once the process has been quiet for a
+moment (no compile for 50 ms), a background thread compiles the same optimised IR with
+the full code generator, and the kernel swaps the new code in, for
+:meth:`~LLVMKernel.run`, :meth:`~LLVMKernel.run_batch` and every bound call, without
+ever blocking a call (see :class:`~scalar_autograd.native.engine.Upgrade`). Both tiers
+compute the same results bit for bit (same IR, no fast-math flags); the first runs a
+few percent slower (8% on a 50-joint IK gradient). The quick code is the kernel alone:
+the batch loops (:meth:`~LLVMKernel.run_batch`, and the ``rows`` loop of the native
+solver drivers, :meth:`LLVMKernel.address`) run the final code, which they install
+first if need be, as :meth:`LLVMKernel.tier_up` does.
 
 :meth:`LLVMBackend.compile_portable` compiles through object code (the same passes and
 code generator) and returns it as a
@@ -30,30 +44,48 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
+import weakref
 from collections.abc import Callable
 
 import numpy as np
 
 from scalar_autograd.backends.base import BackendError, KernelArtifact
 from scalar_autograd.ir.program import Program
-from scalar_autograd.native.abi import address, bound_call
+from scalar_autograd.native.abi import BoundCall, address, bound_call
 from scalar_autograd.native.emitter import batch_function, const, instruction
 from scalar_autograd.native.engine import (
     NativeEngine,
     ObjectCache,
+    Upgrade,
     compile_object,
     load_object,
     native_engine,
     opt_level,
+    quick_engine,
+    upgrade_in_background,
 )
 
-CHUNK = int(__import__("os").environ.get("SA_CHUNK", 2000))
+CHUNK = int(os.environ.get("SA_CHUNK", 2000))
 """Most instructions in one generated function."""
+
+TIERED = os.environ.get("SA_TIERED", "1") != "0"
+"""Whether kernels compile in two tiers (see the module docstring); ``SA_TIERED=0`` in
+the environment compiles the final code before the first call instead. Kernels compiled
+for the disk cache (:meth:`LLVMBackend.compile_portable`) always are final code."""
 
 
 def generate(program: Program) -> tuple[str, int]:
-    """LLVM IR text for ``kernel`` and ``batch``; also the scratch size in doubles."""
+    """LLVM IR text for ``kernel``, ``batch`` and ``rows``; also the scratch size in
+    doubles."""
+    _, text, n_scratch = generate_tiers(program)
+    return text, n_scratch
+
+
+def generate_tiers(program: Program) -> tuple[str, str, int]:
+    """The text of the kernel alone (``kernel`` and its chunks: the quick tier), the
+    whole module's (:func:`generate`), and the scratch size in doubles."""
     nodes = program.nodes
     n_params, nv = program.n_params, program.n_values
     # chunk assignment: op nodes in order, CHUNK per function
@@ -129,7 +161,11 @@ def generate(program: Program) -> tuple[str, int]:
             load(o)
             body.append(f"  %o{j} = getelementptr inbounds double, ptr %{target}, i64 {index}")
             body.append(f"  store double {operand(o, local)}, ptr %o{j}")
-        out.append(f"define internal void @chunk{c}(ptr noalias %x, ptr noalias %u, "
+        # one chunk is the kernel itself (a function less to optimise and compile, a
+        # call less to run); several are called in order by the kernel below
+        head = "define void @kernel" if n_chunks == 1 else \
+            f"define internal void @chunk{c}"
+        out.append(f"{head}(ptr noalias %x, ptr noalias %u, "
                    f"ptr noalias %val, ptr noalias %der, ptr noalias %s) "
                    f"{'noinline ' if n_chunks > 1 else ''}nounwind {{")
         out.append("entry:")
@@ -137,22 +173,24 @@ def generate(program: Program) -> tuple[str, int]:
         out.append("  ret void")
         out.append("}")
 
-    calls = "\n".join(
-        f"  call void @chunk{c}(ptr %x, ptr %u, ptr %val, ptr %der, ptr %s)"
-        for c in range(n_chunks)
-    )
     nx, nu, nd = n_params, program.n_inputs, len(program.outputs) - nv
-    out.append(f"""define void @kernel(ptr %x, ptr %u, ptr %val, ptr %der, ptr %s) nounwind {{
+    if n_chunks > 1:
+        calls = "\n".join(
+            f"  call void @chunk{c}(ptr %x, ptr %u, ptr %val, ptr %der, ptr %s)"
+            for c in range(n_chunks)
+        )
+        out.append(f"""define void @kernel(ptr %x, ptr %u, ptr %val, ptr %der, ptr %s) nounwind {{
 entry:
 {calls}
   ret void
 }}""")
-    out.append(batch_function("", "%s", "", (str(nx), str(nu), str(nv), str(nd))))
-    # one params vector for every row (a curve fit's samples): the solver drivers'
-    # evaluation loop, with the kernel inlined into it
-    out.append(batch_function("", "%s", "", ("0", str(nu), str(nv), str(nd)), name="rows"))
-    text = "; generated by scalar_autograd\n" + "\n".join(sorted(declarations)) + "\n\n"
-    return text + "\n".join(out) + "\n", len(scratch_slot)
+    loops = [batch_function("", "%s", "", (str(nx), str(nu), str(nv), str(nd))),
+             # one params vector for every row (a curve fit's samples): the solver
+             # drivers' evaluation loop
+             batch_function("", "%s", "", ("0", str(nu), str(nv), str(nd)), name="rows")]
+    head = "; generated by scalar_autograd\n" + "\n".join(sorted(declarations)) + "\n\n"
+    kernel = head + "\n".join(out) + "\n"
+    return kernel, head + "\n".join(out + loops) + "\n", len(scratch_slot)
 
 
 _KERNEL_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -162,40 +200,109 @@ _BATCH_T = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void
 
 
 class LLVMKernel:
-    """Native code for one program, owned by its own MCJIT engine.
+    """Native code for one program, owned by its MCJIT engines.
 
     Args:
         program: the lowered program.
         portable: compile through object code and keep it (:attr:`object_code`), for
-            :meth:`LLVMBackend.compile_portable`.
+            :meth:`LLVMBackend.compile_portable`; the code is final at once.
+        tiered: compile in two tiers (see the module docstring); by default
+            :data:`TIERED`. Programs whose level is 0 (10,000 instructions and more)
+            have one tier only.
+
+    Attributes:
+        level: the code generation level of the final code (see
+            :func:`~scalar_autograd.native.engine.opt_level`).
+        code_level: the level of the code that runs now (0 until the final code is in).
+        n_scratch: doubles of scratch memory a call needs.
+        object_code: the object code of a portable kernel, else ``None``.
     """
 
     backend = "llvm"
     mode = "native"
+    _upgrade: Upgrade | None
 
-    def __init__(self, program: Program, portable: bool = False) -> None:
+    def __init__(self, program: Program, portable: bool = False,
+                 tiered: bool | None = None) -> None:
         self._program: Program | None = program
         self._derive: Callable[[], Program] | None = None
         self._lock = threading.Lock()
-        self._source: str | None
-        self._source, self.n_scratch = generate(program)
+        self._init_calls()
+        quick_source, source, self.n_scratch = generate_tiers(program)
+        self._source: str | None = source
         self.object_code: bytes | None = None
-        level = opt_level(program.n_instructions)
+        self.level = level = opt_level(program.n_instructions)
+        tiered = TIERED if tiered is None else tiered
         try:
             if portable:
-                self.object_code = compile_object(self._source, level)
-                engine = load_object(self.object_code)
+                self.object_code = compile_object(source, level)
+                self._attach(load_object(self.object_code), level)
+            elif tiered and level > 0:
+                # the quick code is the kernel alone: the batch loops come with the
+                # final code (a batch is many calls; it waits for that code)
+                engine, pending = quick_engine(quick_source, level, source)
+                self._attach(engine, 0, loops=False)
+                assert pending is not None
+                self._upgrade = upgrade_in_background(pending,
+                                                      weakref.WeakMethod(self._install))
             else:
-                engine = native_engine(self._source, level)
+                self._attach(native_engine(source, level), level)
         except RuntimeError as exc:
             raise BackendError(f"llvm backend could not compile the kernel: {exc}",
-                               self._source) from exc
-        self._attach(engine)
+                               source) from exc
 
-    def _attach(self, engine: NativeEngine) -> None:
-        self._engine = engine
-        self._kernel = _KERNEL_T(engine.address("kernel"))
-        self._batch = _BATCH_T(engine.address("batch"))
+    def _init_calls(self) -> None:
+        self._swap_lock = threading.Lock()     # swaps code; registers bound calls
+        self._bound: weakref.WeakSet[BoundCall] = weakref.WeakSet()
+        self._engines: list[NativeEngine] = []  # every engine this kernel ran: kept
+        self._upgrade = None
+
+    def _attach(self, engine: NativeEngine, code_level: int, loops: bool = True) -> None:
+        """Run ``engine``'s code from now on (the caller holds ``_swap_lock`` when other
+        threads may be calling); ``loops``: it has the batch loops."""
+        self._engines.append(engine)   # calls in progress may still run older code
+        self._kernel_address = engine.address("kernel")
+        self._kernel = _KERNEL_T(self._kernel_address)
+        self._batch = _BATCH_T(engine.address("batch")) if loops else None
+        self.code_level = code_level
+        self.timings = engine.timings
+
+    def _install(self, engine: NativeEngine) -> None:
+        """The final code, from the upgrade: swap it in for every way of calling."""
+        with self._swap_lock:
+            timings = {**self.timings, **engine.timings}
+            self._attach(engine, self.level)
+            self.timings = timings
+            for call in list(self._bound):
+                call.retarget(self._kernel_address)
+
+    def tier_up(self) -> None:
+        """Install the final code now, if it is not running yet: compile it in this
+        thread, or wait for the background compile in progress. A no-op for a kernel
+        with one tier.
+
+        Raises:
+            BackendError: LLVM failed on the final code (the quick code, which computes
+                the same, keeps serving calls and bound calls).
+        """
+        upgrade = self._upgrade
+        if upgrade is not None:
+            upgrade.finish()
+            if upgrade.error is not None:
+                raise BackendError(f"llvm backend could not compile the kernel's final "
+                                   f"code: {upgrade.error}", self.source) from upgrade.error
+
+    @property
+    def _engine(self) -> NativeEngine:
+        """The engine of the final code (installed first if need be); what the native
+        solver drivers read the addresses of ``kernel`` and ``rows`` from."""
+        self.tier_up()
+        return self._engines[-1]
+
+    def address(self, name: str) -> int:
+        """The address of the final code's function ``name`` (``"kernel"``, ``"batch"``
+        or ``"rows"``), valid while this kernel lives; installs the final code first."""
+        return self._engine.address(name)
 
     @classmethod
     def from_artifact(cls, artifact: KernelArtifact, program: Callable[[], Program]
@@ -214,17 +321,20 @@ class LLVMKernel:
         kernel._program = None
         kernel._derive = program
         kernel._lock = threading.Lock()
+        kernel._init_calls()
         kernel._source = None
         kernel.n_scratch = int(artifact.sizes["n_scratch"])
         kernel.object_code = bytes(artifact.blobs["object"])
-        kernel._attach(load_object(kernel.object_code))
+        kernel.level = int(artifact.sizes.get("level", -1))   # -1: not recorded
+        kernel._attach(load_object(kernel.object_code), kernel.level)   # final code
         return kernel
 
     def artifact(self) -> KernelArtifact:
-        """The object code and scratch size (only for a kernel compiled ``portable``)."""
+        """The object code, scratch size and level (only for a kernel compiled
+        ``portable``)."""
         if self.object_code is None:
             raise ValueError("artifact needs a kernel compiled with portable=True")
-        return KernelArtifact("llvm", {"n_scratch": self.n_scratch},
+        return KernelArtifact("llvm", {"n_scratch": self.n_scratch, "level": self.level},
                               {"object": self.object_code})
 
     @property
@@ -250,17 +360,26 @@ class LLVMKernel:
 
     def run_batch(self, X: np.ndarray, U: np.ndarray, V: np.ndarray, D: np.ndarray,
                   scratch: np.ndarray) -> None:
-        self._batch(X.shape[0], address(X), address(U), address(V), address(D),
-                    address(scratch))
+        """Every row, in one native loop of the final code (installed first if need be:
+        see :meth:`tier_up`)."""
+        batch = self._batch
+        if batch is None:
+            self.tier_up()
+            batch = self._batch
+            assert batch is not None
+        batch(X.shape[0], address(X), address(U), address(V), address(D), address(scratch))
 
     def bind(self, x: np.ndarray, u: np.ndarray, val: np.ndarray, der: np.ndarray,
              scratch: np.ndarray) -> Callable[[], None]:
-        """A zero-argument native function with these buffers' addresses baked in
+        """A zero-argument native call of the kernel on these buffers
         (:func:`~scalar_autograd.native.abi.bound_call`); it keeps the buffers and this
-        kernel alive."""
+        kernel alive, and follows the kernel to its final code."""
         buffers = (x, u, val, der, scratch)
-        return bound_call(self._engine.address("kernel"), [address(a) for a in buffers],
-                          (self, *buffers))
+        with self._swap_lock:
+            call = bound_call(self._kernel_address, [address(a) for a in buffers],
+                              (self, *buffers))
+            self._bound.add(call)
+        return call
 
 
 class LLVMBackend:
@@ -269,7 +388,7 @@ class LLVMBackend:
     name = "llvm"
 
     def compile(self, program: Program) -> LLVMKernel:
-        """Native code for ``program``."""
+        """Native code for ``program`` (in two tiers when :data:`TIERED`)."""
         return LLVMKernel(program)
 
     def settings(self) -> str:

@@ -11,6 +11,9 @@ Pieces, from small to large:
   and ``nan`` survive).
 * :func:`instruction`: the lines computing one op of the op table into an SSA name.
 * :func:`batch_function`: ``@batch``, a loop calling ``@kernel`` on every row.
+* :func:`bound_stubs`: zero-argument functions that call a function with pointer
+  arguments, both read from a table (the bound calls of
+  :mod:`scalar_autograd.native.abi`).
 * :class:`FunctionEmitter`: one function's body with fresh SSA names: argument-block
   words, loads and stores, counted loops (:meth:`~FunctionEmitter.loop`), accumulator
   loops carrying values through phis (:meth:`~FunctionEmitter.loop_header`), dot
@@ -160,6 +163,38 @@ loop:
 done:
   ret void
 }}"""
+
+
+def bound_stubs(table: int, count: int, arity: int) -> str:
+    """Module text of ``count`` zero-argument functions ``@stub0``, ``@stub1``, ...
+
+    ``table`` is the address of an int64 array of ``count`` entries of ``arity + 1``
+    words. Stub ``j`` reads entry ``j``: word 0 is the address of a function
+    ``void f(ptr, ..., ptr)`` of ``arity`` pointers, words ``1..arity`` are its
+    arguments; it calls ``f`` with them. Word 0 is read atomically on every call, so a
+    thread may change it (to code computing the same thing) while others call. The
+    table's address is the only number baked in.
+
+    Example:
+        >>> text = bound_stubs(4096, 2, 1)
+        >>> text.count("define void @stub"), "call void %f(ptr %a1)" in text
+        (2, True)
+    """
+    if count < 1 or arity < 0:
+        raise ValueError(f"count must be >= 1 and arity >= 0; got {count}, {arity}")
+    functions = []
+    for j in range(count):
+        lines = [f"define void @stub{j}() nounwind {{", "entry:",
+                 f"  %e = getelementptr inbounds i64, ptr inttoptr (i64 {int(table)} to ptr), "
+                 f"i64 {j * (arity + 1)}",
+                 "  %f = load atomic ptr, ptr %e unordered, align 8"]
+        for k in range(1, arity + 1):
+            lines.append(f"  %p{k} = getelementptr inbounds i64, ptr %e, i64 {k}")
+            lines.append(f"  %a{k} = load ptr, ptr %p{k}, align 8")
+        args = ", ".join(f"ptr %a{k}" for k in range(1, arity + 1))
+        lines += [f"  tail call void %f({args})", "  ret void", "}"]
+        functions.append("\n".join(lines))
+    return module("bound-call stubs", set(), functions) + "\n"
 
 
 def module(comment: str, declarations: set[str], functions: Sequence[str]) -> str:
