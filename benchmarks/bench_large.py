@@ -15,6 +15,10 @@ Systems (each skipped with a note when not installed or over its size budget):
 
 - ``scalar_autograd``: ``sa.compile`` + ``value_and_grad`` (native code below
   ``backends.registry.VM_THRESHOLD`` instructions, the native tape VM above).
+- ``scalar_autograd vm reverse tape``: the same trace on the tape VM, with the tape of
+  the gradient written straight from the forward program
+  (``VMBackend.compile_reverse``, see ``bench_vm.py``), instead of building the gradient
+  program first; the same results bit for bit.
 - ``scalar_autograd eager``: build the Value graph and ``backward()`` on every call.
 - CasADi ``SX`` ``Function`` of value and ``gradient`` (its SX virtual machine), and the
   same with ``jit=True`` (generated C compiled by the system's C compiler, ``-O1``);
@@ -51,8 +55,10 @@ import scalar_autograd as sa
 
 try:  # as a package module (python -m benchmarks) or as a script
     from benchmarks.bench_jit import chained_graph, per_call, print_table
+    from benchmarks.bench_vm import compile_reverse
 except ImportError:  # pragma: no cover - script mode
     from bench_jit import chained_graph, per_call, print_table  # type: ignore[no-redef]
+    from bench_vm import compile_reverse  # type: ignore[no-redef]
 
 N_PARAMS = 100
 SLOW_COMPILE = 5.0
@@ -120,6 +126,16 @@ def sa_compiled(n: int, x0: np.ndarray, repeats: int) -> tuple[dict[str, Any], f
     sa.runtime.cache.KERNELS.clear()
     return _row("scalar_autograd", n, t_compile, t_eval,
                 f"{getattr(kernel, 'mode', 'native')}, {f.n_instructions} instructions"), value
+
+
+def sa_reverse_tape(n: int, x0: np.ndarray, repeats: int, reference: float) -> dict[str, Any]:
+    loss, xs = chained_graph(n)
+    t_compile, g = _timed_compile(lambda: compile_reverse(loss, xs, x0), min(repeats, 3))
+    _check("scalar_autograd vm reverse tape", g.value_and_grad(x0)[0], reference)
+    t_eval = per_call(lambda: g.value_and_grad(x0), repeats, min_time=0.02)
+    sa.runtime.cache.KERNELS.clear()
+    return _row("scalar_autograd vm reverse tape", n, t_compile, t_eval,
+                f"vm, {g.kernel.n_rows} tape rows")
 
 
 def sa_eager(n: int, x0: np.ndarray, repeats: int, reference: float) -> dict[str, Any]:
@@ -275,7 +291,7 @@ def large_table(sizes: list[int], repeats: int, *, jit_max: int = 10**4,
     x0 = start_point()
     for n in sizes:
         sa_row, reference = sa_compiled(n, x0, repeats)
-        group = [sa_row]
+        group = [sa_row, sa_reverse_tape(n, x0, repeats, reference)]
         if n <= eager_max:
             group.append(sa_eager(n, x0, repeats, reference))
         group += casadi_rows(n, x0, repeats, reference, jit_max)
