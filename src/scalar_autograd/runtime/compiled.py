@@ -216,11 +216,24 @@ class _Entry:
                     self._deriv = self._build(True)
         return self._deriv
 
+    def _vm_reverse(self, kind: str) -> int | None:
+        """The number of differentiated outputs when the VM writes this deriv kernel's
+        gradient tape straight from the forward program (``VMBackend.compile_reverse``:
+        the same values and gradients as the reverse-mode program, without building
+        it); ``None`` when the kernel goes through :func:`_derive`."""
+        n_diff = self.n_values - self.n_aux
+        if kind == "deriv" and self.backend == "vm" and n_diff <= self.n_params:
+            return n_diff
+        return None
+
     def _build(self, deriv: bool | str) -> Kernel:
         kind = _kind(deriv)
         cache = active_cache()
         portable = portable_backend(self.backend) if cache is not None else None
+        reverse = self._vm_reverse(kind)
         if cache is None or portable is None:
+            if reverse is not None:
+                return get_backend("vm").compile_reverse(self.program, reverse)
             program = _derive(self.program, self.n_aux, kind)
             return get_backend(_kernel_backend(self.backend, kind, program)).compile(program)
         n_values, n_derivs = self.sizes(kind)
@@ -247,9 +260,13 @@ class _Entry:
                                        cache)
             except ValueError:
                 pass  # not a kernel after all: compiled again below, and overwritten
-        program = _derive(self.program, self.n_aux, kind)
-        chosen = portable_backend(_kernel_backend(self.backend, kind, program)) or portable
-        kernel, artifact = chosen.compile_portable(program, cache)
+        if reverse is not None:
+            kernel, artifact = get_backend("vm").compile_portable_reverse(
+                self.program, reverse, cache)
+        else:
+            program = _derive(self.program, self.n_aux, kind)
+            chosen = portable_backend(_kernel_backend(self.backend, kind, program)) or portable
+            kernel, artifact = chosen.compile_portable(program, cache)
         artifact = type(artifact)(artifact.backend, {**artifact.sizes, **expected},
                                   artifact.blobs)
         cache.save(key, pack_artifact(artifact))
