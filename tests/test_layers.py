@@ -14,7 +14,7 @@ direction of the layers but not for cycles (they never run). Layers, bottom up:
 5. ``testing`` (``check_grads``: eager and compiled modes), ``optim``, ``lsq``,
    ``manifolds`` (parameter blocks on manifolds, used by ``optim`` and ``lsq``)
 6. the domain modules (``vec``, ``geometry``, ``nn``, ``losses``, ``matrix``,
-   ``kinematics``, ``functional``, ``datasets``), script helpers (``console``,
+   ``kinematics``, ``functional``, ``datasets``, ``expression``), script helpers (``console``,
    ``plotting``, ``demo``), ``__main__`` and the package ``__init__`` (re-exports only)
 
 A module may import its own layer (without cycles) and any layer below it. Packages'
@@ -43,7 +43,7 @@ LAYERS: dict[str, int] = {
     "testing": 5, "optim": 5, "lsq": 5, "manifolds": 5,
     # 6 domain modules and the package front
     "vec": 6, "geometry": 6, "nn": 6, "losses": 6, "matrix": 6, "kinematics": 6,
-    "functional": 6, "datasets": 6, "console": 6, "plotting": 6, "demo": 6,
+    "functional": 6, "datasets": 6, "console": 6, "plotting": 6, "demo": 6, "expression": 6,
     "__main__": 6, "__init__": 6,
 }
 """Layer of every top-level module or subpackage of ``scalar_autograd``."""

@@ -22,7 +22,9 @@ from __future__ import annotations
 import inspect
 import math
 import signal
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -183,6 +185,11 @@ VALID: dict[str, Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "categorical_cross_entropy": lambda: (([P(0.25), P(0.5)], 1), {}),
     "logsumexp": lambda: (([P(0.25), P(0.5)],), {}),
     "jit": lambda: ((lambda x: x * x,), {"backend": "python"}),
+    "export_c": lambda: (({"f": sa.compile(sa.Value(1.0) * 2.0, [])},
+                          Path(tempfile.mkdtemp()) / "f.c"), {}),
+    "parse": lambda: (("x * 2 + sin(y)", {"x": 1.0, "y": sa.Value(2.0)}), {}),
+    "to_expression": lambda: ((sa.Value(1.0, label="x") * 2.0,), {}),
+    "to_latex": lambda: ((sa.Value(1.0, label="x") * 2.0,), {}),
     "grad": lambda: ((lambda x: x * x,), {"backend": "python"}),
     "value_and_grad": lambda: ((lambda x: x * x,), {"backend": "python"}),
     "jacobian": lambda: ((lambda x: x * x,), {"backend": "python"}),

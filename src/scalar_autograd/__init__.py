@@ -9,6 +9,7 @@ Example:
     1.818595 0.077004
 """
 
+from scalar_autograd.expression import parse, to_expression, to_latex
 from scalar_autograd.functional import *  # noqa: F403
 from scalar_autograd.functional import __all__ as _functional_all
 from scalar_autograd.geometry import *  # noqa: F403
@@ -58,6 +59,7 @@ from scalar_autograd.runtime import (
     apply_compiled_gradients,
     compile,
     compile_gradient_function,
+    export_c,
 )
 from scalar_autograd.runtime.disk_cache import get_cache_dir, set_cache_dir
 from scalar_autograd.runtime.jit import (
@@ -90,9 +92,11 @@ __all__ = [
     "Manifold", "QuaternionManifold", "EigenQuaternionManifold", "AngleAxisManifold",
     "SphereManifold", "SubsetManifold", "EuclideanManifold", "ProductManifold",
     "compile", "CompiledFunction", "compile_gradient_function", "apply_compiled_gradients",
+    "export_c",
     "set_cache_dir", "get_cache_dir",
     "jit", "grad", "value_and_grad", "jacobian", "hessian", "hvp", "Traced", "ConcretizationError",
     "FrozenBranchWarning", "SpecializationLimitError",
+    "parse", "to_expression", "to_latex",
     "Vec2", "Vec3", "Vec4", "Matrix3x3", "Neuron", "Layer", "MLP", *_geometry_all, *_losses_all,
     *_functional_all,
 ]

@@ -7,7 +7,8 @@ from scalar_autograd.runtime.compiled import (
     compile_gradient_function,
     compile_program,
 )
+from scalar_autograd.runtime.export import export_c
 from scalar_autograd.runtime.grouping import ResidualGroup, group_residuals
 
 __all__ = ["CompiledFunction", "compile", "compile_program", "compile_gradient_function",
-           "apply_compiled_gradients", "ResidualGroup", "group_residuals"]
+           "apply_compiled_gradients", "ResidualGroup", "group_residuals", "export_c"]
