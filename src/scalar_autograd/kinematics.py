@@ -35,6 +35,11 @@ from scalar_autograd.functional import sum as vsum
 from scalar_autograd.manifolds import QuaternionManifold
 from scalar_autograd.value import Value, ValueLike, as_value
 
+__all__ = [
+    "planar_arm_end", "planar_ik_loss", "arm_points", "quaternion_product", "rotate",
+    "axis_angle_quaternion", "chain_pose", "chain_points", "rotation_error", "Quaternion",
+]
+
 
 def planar_arm_end(
     angles: Sequence[Value], lengths: Sequence[float] | None = None

@@ -401,16 +401,19 @@ class EuclideanManifold(Manifold):
         return f"EuclideanManifold({self.ambient_size})"
 
     def plus(self, x: ValueSeq, delta: ValueSeq) -> list[Value]:
+        """``x + delta``, coordinate by coordinate."""
         xs = _values(x, self.ambient_size, "x", repr(self))
         ds = _values(delta, self.tangent_size, "delta", repr(self))
         return [a + d for a, d in zip(xs, ds)]
 
     def minus(self, y: ValueSeq, x: ValueSeq) -> list[Value]:
+        """``y - x``, coordinate by coordinate."""
         ys = _values(y, self.ambient_size, "y", repr(self))
         xs = _values(x, self.ambient_size, "x", repr(self))
         return [a - b for a, b in zip(ys, xs)]
 
     def step_reference(self, x: np.ndarray) -> np.ndarray:
+        """``x`` itself: each coordinate is its own reference, as off a manifold."""
         return np.asarray(x, dtype=float).copy()
 
 
@@ -454,12 +457,15 @@ class SubsetManifold(Manifold):
         self.tangent_size = len(self.free)
 
     def key(self) -> tuple[Any, ...]:
+        """The base key plus the constant indices."""
         return (*super().key(), self.constant)
 
     def __repr__(self) -> str:
         return f"SubsetManifold({self.ambient_size}, {list(self.constant)})"
 
     def plus(self, x: ValueSeq, delta: ValueSeq) -> list[Value]:
+        """``x`` with ``delta`` added to the free coordinates in order; the constant ones
+        are returned untouched."""
         xs = _values(x, self.ambient_size, "x", repr(self))
         ds = _values(delta, self.tangent_size, "delta", repr(self))
         out = list(xs)
@@ -468,11 +474,13 @@ class SubsetManifold(Manifold):
         return out
 
     def minus(self, y: ValueSeq, x: ValueSeq) -> list[Value]:
+        """``y - x`` on the free coordinates (``tangent_size`` entries)."""
         ys = _values(y, self.ambient_size, "y", repr(self))
         xs = _values(x, self.ambient_size, "x", repr(self))
         return [ys[j] - xs[j] for j in self.free]
 
     def step_reference(self, x: np.ndarray) -> np.ndarray:
+        """The free coordinates of ``x``: each is its own reference."""
         return np.asarray(x, dtype=float)[list(self.free)]
 
 
@@ -513,17 +521,22 @@ class QuaternionManifold(Manifold):
         return out
 
     def plus(self, x: ValueSeq, delta: ValueSeq) -> list[Value]:
+        """``normalize(exp(delta) * x)``: the left update by the 3-vector ``delta``."""
         xs = self._hamilton_order(_values(x, 4, "x", repr(self)))
         ds = _values(delta, 3, "delta", repr(self))
         return self._stored_order(_normalized(_hamilton(_quaternion_exp(ds), xs)))
 
     def minus(self, y: ValueSeq, x: ValueSeq) -> list[Value]:
+        """``log(y * conj(x))``: the ``delta`` with ``plus(x, delta) = y`` (for
+        ``|delta| < pi``)."""
         ys = self._hamilton_order(_values(y, 4, "y", repr(self)))
         xs = self._hamilton_order(_values(x, 4, "x", repr(self)))
         conj = [xs[0], -xs[1], -xs[2], -xs[3]]
         return _quaternion_log(_hamilton(ys, conj))
 
     def check_point(self, x: np.ndarray, name: str) -> None:
+        """Raise ``ValueError`` (naming ``name``) unless ``x`` is finite and of norm 1
+        within :data:`UNIT_TOLERANCE`."""
         super().check_point(x, name)
         norm = float(np.linalg.norm(x))
         if not abs(norm - 1.0) <= UNIT_TOLERANCE:
@@ -572,12 +585,15 @@ class AngleAxisManifold(Manifold):
         self.tangent_size = 3
 
     def plus(self, x: ValueSeq, delta: ValueSeq) -> list[Value]:
+        """``Log(Exp(delta) Exp(x))``: ``x`` turned on the left by the rotation vector
+        ``delta``, as a principal rotation vector (angle in ``[0, pi]``)."""
         xs = _values(x, 3, "x", repr(self))
         ds = _values(delta, 3, "delta", repr(self))
         q = _hamilton(_rotation_quaternion(ds), _rotation_quaternion(xs))
         return _rotation_vector(q)
 
     def minus(self, y: ValueSeq, x: ValueSeq) -> list[Value]:
+        """``Log(Exp(y) Exp(x)^-1)``: the principal rotation vector taking ``x`` to ``y``."""
         ys = _values(y, 3, "y", repr(self))
         xs = _values(x, 3, "x", repr(self))
         qx = _rotation_quaternion(xs)
@@ -631,6 +647,7 @@ class SphereManifold(Manifold):
         self.radius = radius
 
     def key(self) -> tuple[Any, ...]:
+        """The base key plus the radius."""
         return (*super().key(), self.radius)
 
     def __repr__(self) -> str:
@@ -658,6 +675,8 @@ class SphereManifold(Manifold):
         return [a - c * scale for a, c in zip(y, v)]
 
     def plus(self, x: ValueSeq, delta: ValueSeq) -> list[Value]:
+        """The point ``|delta|`` radians from ``x`` along the great circle in the direction
+        ``H(u) [delta; 0]``, on the sphere of ``radius`` (of ``|x|`` for ``radius=None``)."""
         xs = _values(x, self.ambient_size, "x", repr(self))
         ds = _values(delta, self.tangent_size, "delta", repr(self))
         v, beta, norm = self._householder(xs)
@@ -668,6 +687,8 @@ class SphereManifold(Manifold):
         return [c * scale for c in y]
 
     def minus(self, y: ValueSeq, x: ValueSeq) -> list[Value]:
+        """The inverse of :meth:`plus`: ``atan2(|z|, z_n) z / |z|`` of ``H(u) y / |x|``, whose
+        first ``n - 1`` entries are ``z``."""
         ys = _values(y, self.ambient_size, "y", repr(self))
         xs = _values(x, self.ambient_size, "x", repr(self))
         v, beta, norm = self._householder(xs)
@@ -677,6 +698,9 @@ class SphereManifold(Manifold):
         return [ratio * c for c in head]
 
     def check_point(self, x: np.ndarray, name: str) -> None:
+        """Raise ``ValueError`` (naming ``name``) unless ``x`` is finite and on the sphere:
+        of norm ``radius`` within :data:`UNIT_TOLERANCE` relative, or non-zero for
+        ``radius=None``."""
         super().check_point(x, name)
         norm = float(np.linalg.norm(x))
         if self.radius is None:
@@ -719,6 +743,7 @@ class ProductManifold(Manifold):
         self.tangent_size = sum(m.tangent_size for m in manifolds)
 
     def key(self) -> tuple[Any, ...]:
+        """The base key plus each factor's class and key."""
         return (*super().key(), tuple((type(m), m.key()) for m in self.factors))
 
     def __repr__(self) -> str:
@@ -733,6 +758,7 @@ class ProductManifold(Manifold):
         return parts
 
     def plus(self, x: ValueSeq, delta: ValueSeq) -> list[Value]:
+        """Each factor's ``plus`` on its slices of ``x`` and ``delta``, concatenated."""
         xs = _values(x, self.ambient_size, "x", repr(self))
         ds = _values(delta, self.tangent_size, "delta", repr(self))
         out: list[Value] = []
@@ -741,6 +767,7 @@ class ProductManifold(Manifold):
         return out
 
     def minus(self, y: ValueSeq, x: ValueSeq) -> list[Value]:
+        """Each factor's ``minus`` on its slices of ``y`` and ``x``, concatenated."""
         ys = _values(y, self.ambient_size, "y", repr(self))
         xs = _values(x, self.ambient_size, "x", repr(self))
         out: list[Value] = []
@@ -753,12 +780,14 @@ class ProductManifold(Manifold):
         return [x[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     def check_point(self, x: np.ndarray, name: str) -> None:
+        """Each factor's ``check_point`` on its slice of ``x`` (named ``name[a:b]``)."""
         start = 0
         for m, part in zip(self.factors, self._ambient_parts(x)):
             m.check_point(part, f"{name}[{start}:{start + m.ambient_size}]")
             start += m.ambient_size
 
     def step_reference(self, x: np.ndarray) -> np.ndarray:
+        """Each factor's ``step_reference`` on its slice of ``x``, concatenated."""
         parts = [m.step_reference(p) for m, p in zip(self.factors, self._ambient_parts(x))]
         return np.concatenate(parts) if parts else np.zeros(0)
 

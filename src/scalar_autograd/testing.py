@@ -29,6 +29,8 @@ from scalar_autograd.modes import no_grad
 from scalar_autograd.runtime.check import compiled_forward, compiled_reverse
 from scalar_autograd.value import Value
 
+__all__ = ["check_grads", "register_mode", "MODES", "Function", "DirectionalDerivative"]
+
 _ULP = 2.0**-52
 
 Function = Callable[[list[Value]], Any]

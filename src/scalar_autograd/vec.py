@@ -305,7 +305,8 @@ class Vec2(_Vec):
     """A 2-vector of ``Value``s.
 
     Args:
-        x, y: the components (``Value``s, or numbers that become constants).
+        x: the x component (a ``Value``, or a number that becomes a constant).
+        y: the y component.
 
     Example:
         >>> v = Vec2(3.0, 4.0)
@@ -399,7 +400,9 @@ class Vec3(_Vec):
     """A 3-vector of ``Value``s.
 
     Args:
-        x, y, z: the components (``Value``s, or numbers that become constants).
+        x: the x component (a ``Value``, or a number that becomes a constant).
+        y: the y component.
+        z: the z component.
 
     Example:
         >>> a, b = Vec3(1, 0, 0), Vec3(0, 1, 0)
@@ -485,7 +488,10 @@ class Vec4(_Vec):
     The component order is ``(w, x, y, z)``: the scalar part first.
 
     Args:
-        w, x, y, z: the components (``Value``s, or numbers that become constants).
+        w: the w component (a ``Value``, or a number that becomes a constant).
+        x: the x component.
+        y: the y component.
+        z: the z component.
 
     Example:
         >>> import math
