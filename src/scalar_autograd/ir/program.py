@@ -399,14 +399,17 @@ class Builder:
                 simplified = self._simplify(name, args)
                 if simplified is not None:
                     return simplified
-            if name in COMMUTATIVE and args[0] > args[1]:
-                args = (args[1], args[0])
         key = (name, args)
+        if name in COMMUTATIVE and args[0] > args[1]:
+            # found whatever order it was first emitted in; kept in that order, so a
+            # term keeps its user's order of arguments when a subexpression it reads
+            # was created earlier (by another term): see ir/structure.py
+            key = (name, (args[1], args[0]))
         found = self._index.get(key)
         if found is not None:
             return found
         i = len(self.nodes)
-        self.nodes.append(key)
+        self.nodes.append((name, args))
         self._index[key] = i
         return i
 

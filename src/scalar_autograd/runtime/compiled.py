@@ -22,8 +22,10 @@ Example:
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -31,15 +33,18 @@ import numpy as np
 
 from scalar_autograd.backends.base import Kernel
 from scalar_autograd.backends.registry import get_backend, portable_backend, resolve_backend
+from scalar_autograd.backends.vm import VMBackend
 from scalar_autograd.graph import gc_paused
 from scalar_autograd.ir import autodiff
 from scalar_autograd.ir.passes import lower
 from scalar_autograd.ir.program import Program, encoded_digest, read_header
+from scalar_autograd.ir.structure import MIN_PROGRAM_SIZE, Structure, find_structure
 from scalar_autograd.ir.trace import trace
 from scalar_autograd.native.abi import check_buffer
 from scalar_autograd.native.engine import host_identity
 from scalar_autograd.runtime.cache import KERNELS
 from scalar_autograd.runtime.disk_cache import active_cache, pack_artifact, unpack_artifact
+from scalar_autograd.runtime.structured import StructuredKernel
 from scalar_autograd.tracing import FrozenBranchWarning, branch_site
 from scalar_autograd.value import Value
 
@@ -131,7 +136,9 @@ class _Entry:
     (:data:`SECOND_ORDER_VM_THRESHOLD`).
     """
 
-    def __init__(self, program: Program | bytes, backend: str, n_aux: int = 0) -> None:
+    def __init__(self, program: Program | bytes, backend: str, n_aux: int = 0,
+                 structured: bool = True) -> None:
+        started = time.perf_counter()
         if isinstance(program, Program):
             self._program: Program | None = program
             self.encoded = program.key()
@@ -141,10 +148,19 @@ class _Entry:
         header = read_header(self.encoded)
         self.n_params, self.n_inputs = header.n_params, header.n_inputs
         self.n_values, self.n_derivs = header.n_values, header.n_derivs
-        self.backend = backend
         self.n_aux = n_aux
         self._lock = threading.Lock()            # builds kernels
         self._program_lock = threading.Lock()    # decodes the program (while building)
+        self._part_backend = backend
+        self.structure: Structure | None = None
+        if structured and header.n_instructions >= MIN_PROGRAM_SIZE \
+                and header.n_values - n_aux == 1 and header.n_derivs == 0:
+            self.structure = find_structure(self.program, n_diff=1)
+        size = header.n_instructions if self.structure is None else max(
+            [g.program.n_instructions for g in self.structure.groups]
+            + [self.structure.outer.n_instructions])
+        self.backend = resolve_backend(backend, n_instructions=size)
+        self.build_seconds = time.perf_counter() - started
         self._value: Kernel | None = None
         self._deriv: Kernel | None = None
         self._second: dict[str, Kernel] = {}   # "hessian", "hvp": built on demand
@@ -227,13 +243,32 @@ class _Entry:
         return None
 
     def _build(self, deriv: bool | str) -> Kernel:
-        kind = _kind(deriv)
+        started = time.perf_counter()
+        try:
+            return self._build_kind(_kind(deriv))
+        finally:
+            self.build_seconds += time.perf_counter() - started
+
+    def _build_structured(self, structure: Structure, kind: str) -> Kernel:
+        """The value or deriv kernel of a program with repeated terms: each group's row
+        kernel and the outer program's, each an entry of the kernel cache of its own."""
+        deriv = kind == "deriv"
+        rows = [_entry_for(g.program, self._part_backend, structured=False).kernel(deriv)
+                for g in structure.groups]
+        outer = _entry_for(structure.outer, self._part_backend, self.n_aux,
+                           structured=False).kernel(deriv)
+        return StructuredKernel(structure, rows, outer, deriv, self.backend,
+                                partial(_derive, self.program, self.n_aux, kind))
+
+    def _build_kind(self, kind: str) -> Kernel:
+        if self.structure is not None and kind in ("value", "deriv"):
+            return self._build_structured(self.structure, kind)
         cache = active_cache()
         portable = portable_backend(self.backend) if cache is not None else None
         reverse = self._vm_reverse(kind)
         if cache is None or portable is None:
             if reverse is not None:
-                return get_backend("vm").compile_reverse(self.program, reverse)
+                return VMBackend().compile_reverse(self.program, reverse)
             program = _derive(self.program, self.n_aux, kind)
             return get_backend(_kernel_backend(self.backend, kind, program)).compile(program)
         n_values, n_derivs = self.sizes(kind)
@@ -260,8 +295,9 @@ class _Entry:
                                        cache)
             except ValueError:
                 pass  # not a kernel after all: compiled again below, and overwritten
+        kernel: Kernel
         if reverse is not None:
-            kernel, artifact = get_backend("vm").compile_portable_reverse(
+            kernel, artifact = VMBackend().compile_portable_reverse(
                 self.program, reverse, cache)
         else:
             program = _derive(self.program, self.n_aux, kind)
@@ -320,6 +356,48 @@ class _DirectionBuffers(_Buffers):
         self.v = self.u[n_inputs:]
 
 
+@dataclass(frozen=True)
+class RowKernelStats:
+    """One distinct row kernel of a compiled function (see :meth:`CompiledFunction.stats`).
+
+    Attributes:
+        rows: the terms it evaluates per call.
+        instructions: the forward instructions of one term.
+        slots: the params one row reads.
+    """
+
+    rows: int
+    instructions: int
+    slots: int
+
+
+@dataclass(frozen=True)
+class CompileStats:
+    """What :meth:`CompiledFunction.stats` reports.
+
+    Attributes:
+        backend: the backend that runs the function's kernels.
+        instructions: forward instructions of the traced program (all terms).
+        row_kernels: the distinct row kernels, each with its rows: the repeated terms
+            compiled once per shape (empty for a flat program).
+        outer_instructions: forward instructions of what is left: the program that
+            combines the terms (or the whole program when it is flat).
+        kernel_count: distinct kernels: the row kernels and the outer (or flat) one.
+        reuse_factor: kernel evaluations per call over ``kernel_count`` (1.0 for a flat
+            program); the TypeScript original's ``kernelReuseFactor``.
+        compile_seconds: tracing plus building the kernels built so far (a kernel is
+            built on its first use; an entry found in the cache adds nothing).
+    """
+
+    backend: str
+    instructions: int
+    row_kernels: tuple[RowKernelStats, ...]
+    outer_instructions: int
+    kernel_count: int
+    reuse_factor: float
+    compile_seconds: float
+
+
 class CompiledFunction:
     """A compiled graph: values, gradients and Jacobians at any parameter vector.
 
@@ -355,6 +433,7 @@ class CompiledFunction:
         self.n_inputs = entry.n_inputs
         self.n_outputs = entry.n_values - entry.n_aux
         self._local = threading.local()
+        self._trace_seconds = 0.0
 
     @property
     def program(self) -> Program:
@@ -378,15 +457,52 @@ class CompiledFunction:
         *x)``, ``NAME_value_and_grad`` and ``NAME_jacobian``, libm only, no allocation.
 
         Args:
-            name: the C identifier prefix (``[A-Za-z_][A-Za-z0-9_]*``, not a C keyword).
+            name: the C identifier prefix: a letter, then letters, digits or single
+                underscores; not a C keyword or a libm name (see ``check_c_name``).
         """
         from scalar_autograd.backends.c_source import generate_c
 
         return generate_c(self.program, name)
 
+    def stats(self) -> CompileStats:
+        """How this function was compiled: its distinct kernels and the rows each runs,
+        the reuse factor, instructions, backend and compile time (see
+        :class:`CompileStats`). Cheap: it builds nothing.
+
+        Example:
+            >>> import scalar_autograd as sa
+            >>> xs = [sa.Value(float(i)) for i in range(1000)]
+            >>> springs = [(sa.sqrt((xs[i] - xs[i + 1]) ** 2 + 1.0) - 1.0) ** 2
+            ...            for i in range(999)]
+            >>> f = sa.compile(sa.sum(springs), xs)
+            >>> s = f.stats()
+            >>> s.row_kernels, s.kernel_count, round(s.reuse_factor, 1)
+            ((RowKernelStats(rows=999, instructions=6, slots=2),), 2, 500.0)
+        """
+        entry = self._entry
+        structure = entry.structure
+        rows = () if structure is None else tuple(
+            RowKernelStats(g.n_rows, g.cone_size, g.program.n_params)
+            for g in structure.groups)
+        terms = sum(r.rows for r in rows)
+        return CompileStats(
+            backend=self.backend,
+            instructions=read_header(entry.encoded).n_instructions,
+            row_kernels=rows,
+            outer_instructions=entry.program.n_instructions if structure is None
+            else structure.outer.n_instructions,
+            kernel_count=len(rows) + 1,
+            reuse_factor=(terms + 1) / (len(rows) + 1),
+            compile_seconds=self._trace_seconds + entry.build_seconds,
+        )
+
     def __repr__(self) -> str:
+        s = self.stats()
+        structure = f", row_kernels={len(s.row_kernels)}, reuse_factor={s.reuse_factor:.1f}" \
+            if s.row_kernels else ""
         return (f"CompiledFunction(n_params={self.n_params}, n_inputs={self.n_inputs}, "
-                f"n_outputs={self.n_outputs}, backend={self.backend!r})")
+                f"n_outputs={self.n_outputs}, backend={self.backend!r}, "
+                f"instructions={s.instructions}{structure})")
 
     # ------------------------------------------------------------------ pickling
     def __reduce__(self) -> tuple[Any, ...]:
@@ -842,7 +958,8 @@ def _matrix(a: Any, cols: int, name: str) -> np.ndarray:
     return m
 
 
-def _entry_for(program: Program | bytes, backend: str, n_aux: int = 0) -> _Entry:
+def _entry_for(program: Program | bytes, backend: str, n_aux: int = 0, *,
+               structured: bool = True) -> _Entry:
     """The cached entry of ``program`` (or of its encoding) on the backend ``backend``
     means for it.
 
@@ -861,9 +978,13 @@ def _entry_for(program: Program | bytes, backend: str, n_aux: int = 0) -> _Entry
     else:
         raise TypeError(f"program must be a Program or its encoding (bytes); got "
                         f"{type(program).__name__}")
-    name = resolve_backend(backend, n_instructions=n_instructions)
+    if n_instructions < MIN_PROGRAM_SIZE:
+        structured = False  # the same entry either way: skip the search
+    # a flat entry is keyed by the backend its size resolves to; a structured one
+    # resolves it from the sizes of its parts
+    name = resolve_backend(backend, n_instructions=None if structured else n_instructions)
     return KERNELS.get_or_create(  # type: ignore[no-any-return]
-        (name, key, n_aux), lambda: _Entry(program, name, n_aux))
+        (name, key, n_aux, structured), lambda: _Entry(program, name, n_aux, structured))
 
 
 def _check_frozen_branches(leaves: list[Value], name: str, strict: bool) -> None:
@@ -943,10 +1064,14 @@ def compile(  # noqa: A001 - the public name the API asks for
     resolve_backend(backend)  # fail fast on a bad name before tracing
     _check_frozen_branches(param_list, "params", strict)
     _check_frozen_branches(input_list, "inputs", strict)
+    started = time.perf_counter()
     with gc_paused():             # a walk over possibly millions of Values
         program, _ = trace(out_list, param_list, input_list)
-        return CompiledFunction(_entry_for(program, backend), param_list, input_list,
-                                requested_backend=backend)
+        traced = time.perf_counter()
+        f = CompiledFunction(_entry_for(program, backend), param_list, input_list,
+                             requested_backend=backend)
+        f._trace_seconds = traced - started
+        return f
 
 
 def compile_program(program: Program, backend: str = "auto") -> CompiledFunction:

@@ -1,0 +1,501 @@
+"""Repeated structure in a program: terms of one shape, found once, run as row kernels.
+
+Real objectives are sums of many terms of one shape: a spring term per mesh edge, a
+loss per training sample, a residual per observation. :func:`find_structure` finds
+them in a traced :class:`~scalar_autograd.ir.program.Program`:
+
+1. **Terms.** From each differentiated output, the walk descends through the
+   *reduction spine* (``sum``, ``mean``, ``add``, ``sub``, ``neg``, and ``mul`` or
+   ``div`` with one of those as an argument, as in ``0.5 * sum(...)``); every argument
+   of a spine node that is neither a spine node nor a leaf is a term.
+   (With :func:`group_outputs`, the outputs themselves are the terms: residuals.)
+2. **Shapes.** Each term's *cone* (every node it reads, down to the program's inputs and
+   constants) is walked once in canonical order (post-order, arguments in order) into a
+   structural key: each op and the positions of its arguments; each param or runtime
+   input by its slot in first-use order (so a param used twice in one term and two
+   params used once are different shapes); each constant as a per-row value, except a
+   ``pow`` exponent, which is part of the key (terms differing in an exponent are never
+   merged). Terms with equal keys are one :class:`TermGroup`. Keys are compared whole
+   (they are dict keys), never by hash alone.
+3. **Row programs.** A group's program is the first term's cone with params and inputs
+   renumbered to the term's slots, constants that are bitwise equal in every row kept
+   as compile-time constants, and the others lifted to per-row inputs. Its rows are the
+   *index tables*: which global params (``param_index``) and runtime inputs
+   (``input_index``) each row reads, and its per-row constants (``data``).
+4. **The outer program** is the original with every grouped term replaced by a new
+   param slot holding the term's value: it computes the outputs from the params, the
+   term values and the inputs, so it is the sum (or whatever combines the terms) in the
+   original order, and the values agree bit for bit with the flat program.
+
+A group is kept when it has at least :data:`MIN_ROWS` rows of at least
+:data:`MIN_TERM_SIZE` instructions. A term recomputes everything in its cone, also
+nodes the flat program shares between terms (the two triangle normals a hinge reads
+are shared with the neighbouring hinges): a group whose rows would recompute more than
+:data:`MAX_RECOMPUTE` times the flat program's work is left in the outer program.
+Terms nested in another group's terms are not grouped again.
+
+Example:
+    >>> import scalar_autograd as sa
+    >>> from scalar_autograd.ir.trace import trace
+    >>> xs = [sa.Value(float(i)) for i in range(40)]
+    >>> loss = sa.sum([(xs[i] - xs[i + 1]) ** 2 * 0.5 for i in range(39)])
+    >>> program, _ = trace([loss], xs)
+    >>> s = find_structure(program, min_program_size=0)
+    >>> [(g.n_rows, g.program.n_instructions) for g in s.groups]
+    [(39, 3)]
+    >>> s.groups[0].param_index[:2].tolist()
+    [[0, 1], [1, 2]]
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from scalar_autograd.ir.program import COMMUTATIVE, Builder, Program, const_key
+
+SPINE = frozenset({"sum", "mean", "add", "sub", "neg", "mul", "div"})
+"""Ops the term search descends through from an output (see the module docstring)."""
+
+MIN_ROWS = 8
+"""Fewest terms of one shape worth a row kernel."""
+
+MIN_TERM_SIZE = 2
+"""Fewest instructions in a term worth a row kernel."""
+
+MAX_RECOMPUTE = 2.0
+"""A group's rows may do at most this many times the flat program's instructions."""
+
+MIN_PROGRAM_SIZE = 2_000
+"""Programs with fewer instructions are compiled flat: a row kernel saves nothing."""
+
+_LEAVES = ("input", "const")
+_SUMS = frozenset({"sum", "mean", "add", "sub", "neg"})
+
+
+@dataclass(frozen=True)
+class TermGroup:
+    """Terms of one shape: one row program and its index tables.
+
+    Attributes:
+        program: the row program: params are the term's param slots (first use),
+            inputs its runtime-input slots, then its per-row constants.
+        roots: ``(N,)`` node ids of the terms in the original program (for
+            :func:`group_outputs`: the output indices).
+        param_index: ``(N, n_params of program)`` global param index per row and slot.
+        input_index: ``(N, s_u)`` global runtime-input index per row and slot.
+        data: ``(N, k)`` the per-row constants.
+        cone_size: instructions of one term in the original program (work per row).
+    """
+
+    program: Program
+    roots: np.ndarray
+    param_index: np.ndarray
+    input_index: np.ndarray
+    data: np.ndarray
+    cone_size: int
+
+    @property
+    def n_rows(self) -> int:
+        """Number of terms."""
+        return int(self.roots.shape[0])
+
+    @cached_property
+    def uniform_params(self) -> bool:
+        """Every row reads the same params in the same slots (a dense model's weights)."""
+        p = self.param_index
+        return bool(p.shape[0] == 0 or np.all(p == p[:1]))
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """A sum of term values, folded left to right (as the ``sum`` op and Python's
+    ``sum()`` do) before the outer program runs.
+
+    Attributes:
+        terms: ``(k,)`` indices of the terms (into all groups' rows, in group order), in
+            the order they are added.
+        init: the value the fold starts from (``0`` of Python's ``sum()``), or ``None``
+            when it starts from the first term.
+    """
+
+    terms: np.ndarray
+    init: float | None
+
+
+@dataclass(frozen=True)
+class Structure:
+    """A program split into term groups, reductions and an outer program.
+
+    The term values ``t`` (every group's rows, group after group: row ``r`` of group
+    ``g`` is ``t[term_offset[g] + r]``) feed the outer program two ways: the sums of
+    many terms (a ``sum``, ``mean`` or a chain of ``+`` over terms only) as
+    :class:`Reduction` values, and any other use of a term directly.
+
+    Attributes:
+        outer: the original program with those sums and terms replaced by param slots:
+            params ``0..n-1`` are the original params, ``n + k`` is ``t[direct[k]]``, and
+            ``n + len(direct) + j`` is the value of ``reductions[j]``; inputs are the
+            original inputs.
+        groups: the term groups.
+        term_offset: per group, the index of its first row in ``t``.
+        direct: ``(d,)`` the terms the outer program reads one by one.
+        reductions: the sums of terms.
+        n_params: the original program's params.
+    """
+
+    outer: Program
+    groups: tuple[TermGroup, ...]
+    term_offset: tuple[int, ...]
+    direct: np.ndarray
+    reductions: tuple[Reduction, ...]
+    n_params: int
+
+    @property
+    def n_terms(self) -> int:
+        """Term values the groups compute."""
+        return sum(g.n_rows for g in self.groups)
+
+
+class _Cone:
+    """One term's canonical walk: its key, leaves in first-use order and constants."""
+
+    __slots__ = ("key", "params", "inputs", "consts", "const_nodes", "size", "nodes")
+
+    def __init__(self, nodes: Sequence[tuple[str, Any]], root: int, n_params: int,
+                 shapes: Sequence[int]) -> None:
+        position: dict[int, int] = {}
+        key: list[object] = []
+        params: dict[int, int] = {}
+        inputs: dict[int, int] = {}
+        consts: list[float] = []
+        const_nodes: list[int] = []
+        order: list[int] = []
+        size = 0
+        stack = [root]
+        while stack:
+            i = stack[-1]
+            if i in position:
+                stack.pop()
+                continue
+            kind, payload = nodes[i]
+            if kind == "input":
+                slot = payload
+                table = params if slot < n_params else inputs
+                local = table.setdefault(slot, len(table))
+                key.append(("p" if slot < n_params else "u", local))
+            elif kind == "const":
+                key.append("c")
+                consts.append(payload)
+                const_nodes.append(i)
+            else:
+                args = payload
+                if kind in COMMUTATIVE and shapes[args[0]] > shapes[args[1]]:
+                    args = (args[1], args[0])
+                pending = [a for a in args if a not in position]
+                if pending:
+                    stack.extend(reversed(pending))
+                    continue
+                where = tuple([position[a] for a in args])
+                if kind == "pow" and nodes[args[1]][0] == "const":
+                    key.append((kind, where, const_key(nodes[args[1]][1])))
+                else:
+                    key.append((kind, where))
+                size += 1
+            stack.pop()
+            position[i] = len(order)
+            order.append(i)
+        self.key = tuple(key)
+        self.params = list(params)
+        self.inputs = list(inputs)
+        self.consts = consts
+        self.const_nodes = const_nodes
+        self.size = size
+        self.nodes = order
+
+
+def _shapes(nodes: Sequence[tuple[str, Any]]) -> list[int]:
+    """A structural id per node, blind to which leaf is which: the canonical order of a
+    commutative op's arguments in a term's key (the builder orders them by node id,
+    which depends on what earlier terms created)."""
+    interned: dict[object, int] = {"input": 0, "const": 1}
+    shapes = [0] * len(nodes)
+    for i, (kind, payload) in enumerate(nodes):
+        if kind == "input" or kind == "const":
+            shapes[i] = interned[kind]
+            continue
+        children = [shapes[a] for a in payload]
+        if kind in COMMUTATIVE and children[0] > children[1]:
+            children.reverse()
+        key: tuple[object, ...] = (kind, *children)
+        if kind == "pow" and nodes[payload[1]][0] == "const":
+            key = (*key, const_key(nodes[payload[1]][1]))
+        found = interned.get(key)
+        if found is None:
+            found = interned[key] = len(interned)
+        shapes[i] = found
+    return shapes
+
+
+def _spine_terms(nodes: Sequence[tuple[str, Any]], outputs: Sequence[int]) -> list[int]:
+    """The terms below the outputs' reduction spines, in first-seen order."""
+    seen: set[int] = set()
+    terms: dict[int, None] = {}
+    stack = list(reversed(outputs))
+    while stack:
+        i = stack.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        kind, payload = nodes[i]
+        if kind in _LEAVES:
+            continue
+        if kind in _SUMS or kind in SPINE and any(nodes[a][0] in _SUMS for a in payload):
+            stack.extend(reversed(payload))
+        else:
+            terms[i] = None
+    return list(terms)
+
+
+def _row_program(nodes: Sequence[tuple[str, Any]], cone: _Cone, n_params: int,
+                 keep: np.ndarray) -> Program:
+    """The row program of a group from its first term's cone (see the module doc)."""
+    s_p, s_u = len(cone.params), len(cone.inputs)
+    n_lifted = int(np.count_nonzero(~keep))
+    b = Builder(s_p, s_u + n_lifted)
+    for slot in range(s_p + s_u + n_lifted):
+        b.input(slot)
+    local_p = {slot: j for j, slot in enumerate(cone.params)}
+    local_u = {slot: s_p + j for j, slot in enumerate(cone.inputs)}
+    const_column = {node: j for j, node in enumerate(cone.const_nodes)}
+    lifted_slot = np.cumsum(~keep) - 1 + s_p + s_u
+    ids: dict[int, int] = {}
+    for i in cone.nodes:
+        kind, payload = nodes[i]
+        if kind == "input":
+            slot = payload
+            ids[i] = b.input(local_p[slot] if slot < n_params else local_u[slot])
+        elif kind == "const":
+            j = const_column[i]
+            ids[i] = b.const(payload) if keep[j] else b.input(int(lifted_slot[j]))
+        else:
+            ids[i] = b.emit(kind, tuple([ids[a] for a in payload]))
+    return b.build([ids[cone.nodes[-1]]], n_values=1)
+
+
+def _group(nodes: Sequence[tuple[str, Any]], roots: Sequence[int], n_params: int,
+           min_rows: int, min_term_size: int, budget: float
+           ) -> list[tuple[list[int], list[_Cone]]]:
+    """Terms bucketed by key: ``(roots, cones)`` per bucket worth a row kernel.
+
+    Only terms whose shape (:func:`_shapes`) at least ``min_rows`` terms share are
+    walked, and the walks stop (nothing is grouped) once they have visited ``budget``
+    nodes: a term that reads a long chain (each term of ``acc = f(acc) + g(x_i)``
+    reads every earlier one) costs one pass over the shapes, never a walk per term."""
+    buckets: dict[tuple[object, ...], tuple[list[int], list[_Cone]]] = {}
+    shapes = _shapes(nodes)
+    counts = Counter([shapes[r] for r in roots])
+    walked = 0
+    for r in roots:
+        if counts[shapes[r]] < min_rows:
+            continue
+        cone = _Cone(nodes, r, n_params, shapes)
+        walked += len(cone.nodes)
+        if walked > budget:
+            return []
+        if cone.size < min_term_size:
+            continue
+        bucket = buckets.setdefault(cone.key, ([], []))
+        bucket[0].append(r)
+        bucket[1].append(cone)
+    return [b for b in buckets.values() if len(b[0]) >= min_rows]
+
+
+def _make_group(nodes: Sequence[tuple[str, Any]], roots: list[int], cones: list[_Cone],
+                n_params: int, n_all_params: int, root_ids: np.ndarray | None = None
+                ) -> TermGroup:
+    first = cones[0]
+    n = len(cones)
+    param_index = np.array([c.params for c in cones], dtype=np.int64).reshape(n, -1)
+    input_index = np.array([c.inputs for c in cones], dtype=np.int64).reshape(n, -1) \
+        - n_all_params
+    data = np.array([c.consts for c in cones], dtype=np.float64).reshape(n, -1)
+    bits = data.view(np.int64)
+    keep = np.all(bits == bits[:1], axis=0)
+    return TermGroup(
+        program=_row_program(nodes, first, n_params, keep),
+        roots=np.array(roots if root_ids is None else root_ids, dtype=np.int64),
+        param_index=param_index,
+        input_index=input_index,
+        data=np.ascontiguousarray(data[:, ~keep]),
+        cone_size=first.size,
+    )
+
+
+def find_structure(program: Program, n_diff: int | None = None, *,
+                   min_rows: int = MIN_ROWS, min_term_size: int = MIN_TERM_SIZE,
+                   max_recompute: float = MAX_RECOMPUTE,
+                   min_program_size: int = MIN_PROGRAM_SIZE) -> Structure | None:
+    """The repeated terms of ``program`` and its outer program, or ``None`` when there
+    is nothing worth grouping (see the module docstring).
+
+    Args:
+        program: a traced (unlowered) program.
+        n_diff: the outputs whose spines are searched (default: all values).
+        min_rows, min_term_size, max_recompute, min_program_size: the thresholds of
+            :data:`MIN_ROWS`, :data:`MIN_TERM_SIZE`, :data:`MAX_RECOMPUTE` and
+            :data:`MIN_PROGRAM_SIZE`.
+    """
+    total = program.n_instructions
+    if total < min_program_size:
+        return None
+    nodes = program.nodes
+    n_diff = program.n_values if n_diff is None else n_diff
+    terms = _spine_terms(nodes, program.outputs[:n_diff])
+    buckets = _group(nodes, terms, program.n_params, min_rows, min_term_size,
+                     budget=2 * max_recompute * len(nodes))
+    # largest work first; a term inside a chosen group's cone is computed there
+    buckets.sort(key=lambda b: -len(b[0]) * b[1][0].size)
+    covered: set[int] = set()
+    chosen_roots: set[int] = set()
+    chosen: list[tuple[list[int], list[_Cone]]] = []
+    for roots, cones in buckets:
+        if len(roots) * cones[0].size > max_recompute * total:
+            continue
+        if any(r in covered for r in roots) or \
+                any(i in chosen_roots for c in cones for i in c.nodes):
+            continue  # nested in (or around) the terms of a group already chosen
+        for c in cones:
+            covered.update(c.nodes)
+        chosen_roots.update(roots)
+        chosen.append((roots, cones))
+    if not chosen:
+        return None
+    chosen.sort(key=lambda b: b[0][0])  # in program order
+    n = program.n_params
+    n_all = program.n_params
+    groups = tuple(_make_group(nodes, roots, cones, n, n_all) for roots, cones in chosen)
+    offsets: list[int] = []
+    term_of: dict[int, int] = {}
+    t = 0
+    for g in groups:
+        offsets.append(t)
+        for r in g.roots.tolist():
+            term_of[r] = t
+            t += 1
+    reductions = _reductions(program, term_of, min_rows)
+    outer, direct, used = _outer(program, term_of, reductions)
+    return Structure(outer, groups, tuple(offsets), direct,
+                     tuple(reductions[i][0] for i in used), n)
+
+
+
+def _reductions(program: Program, term_of: dict[int, int], min_terms: int
+                ) -> dict[int, tuple[Reduction, float | None]]:
+    """The nodes that sum terms only: ``sum`` and ``mean`` nodes whose arguments are all
+    terms, and chains ``((c + t0) + t1) + ...`` (Python's ``sum()``) of at least
+    ``min_terms`` terms whose inner nodes nothing else reads. Maps each to its
+    :class:`Reduction` and, for a ``mean``, the count it divides by."""
+    nodes = program.nodes
+    uses = [0] * len(nodes)
+    for kind, payload in nodes:
+        if kind not in _LEAVES:
+            for a in payload:
+                uses[a] += 1
+    for o in program.outputs:
+        uses[o] += 1
+    found: dict[int, tuple[Reduction, float | None]] = {}
+    chained: set[int] = set()
+    for i in range(len(nodes) - 1, -1, -1):
+        kind, payload = nodes[i]
+        if kind in ("sum", "mean") and len(payload) >= min_terms \
+                and all(a in term_of for a in payload):
+            found[i] = (Reduction(np.array([term_of[a] for a in payload], dtype=np.int64),
+                                  None), float(len(payload)) if kind == "mean" else None)
+        elif kind == "add" and i not in chained and payload[1] in term_of:
+            terms = []
+            j = i
+            while True:  # down the left spine of a chain of adds
+                kind_j, (left, right) = nodes[j]
+                terms.append(term_of[right])
+                chained.add(j)
+                if left in term_of:
+                    terms.append(term_of[left])
+                    init = None
+                    break
+                kind_l, payload_l = nodes[left]
+                if kind_l == "const":
+                    init = float(payload_l)
+                    break
+                if kind_l != "add" or uses[left] != 1 or payload_l[1] not in term_of:
+                    terms = []
+                    break
+                j = left
+            if len(terms) >= min_terms:
+                found[i] = (Reduction(np.array(terms[::-1], dtype=np.int64), init), None)
+    return found
+
+
+def _outer(program: Program, term_of: dict[int, int],
+           reductions: dict[int, tuple[Reduction, float | None]]
+           ) -> tuple[Program, np.ndarray, list[int]]:
+    """``program`` reading the terms and the reductions it needs from new param slots;
+    also the terms it reads directly and the reductions it reads (node ids)."""
+    nodes = program.nodes
+    n, n_u = program.n_params, program.n_inputs
+    needed = bytearray(len(nodes))
+    for o in program.outputs:
+        needed[o] = 1
+    for i in range(len(nodes) - 1, -1, -1):
+        if needed[i] and i not in term_of and i not in reductions:
+            kind, payload = nodes[i]
+            if kind not in _LEAVES:
+                for a in payload:
+                    needed[a] = 1
+    direct = [i for i in term_of if needed[i]]
+    used = [i for i in sorted(reductions) if needed[i]]
+    n_new = len(direct) + len(used)
+    b = Builder(n + n_new, n_u)
+    for slot in range(n + n_new + n_u):
+        b.input(slot)
+    ids: dict[int, int] = {i: b.input(n + k) for k, i in enumerate(direct)}
+    for k, i in enumerate(used):
+        total = b.input(n + len(direct) + k)
+        count = reductions[i][1]
+        ids[i] = total if count is None else b.emit("div", (total, b.const(count)))
+    for i, (kind, payload) in enumerate(nodes):
+        if not needed[i] or i in ids:
+            continue
+        if kind == "input":
+            ids[i] = b.input(payload if payload < n else payload + n_new)
+        elif kind == "const":
+            ids[i] = b.const(payload)
+        else:
+            ids[i] = b.emit(kind, tuple([ids[a] for a in payload]))
+    outer = b.build([ids[o] for o in program.outputs], n_values=program.n_values)
+    return outer, np.array([term_of[i] for i in direct], dtype=np.int64), used
+
+
+def group_outputs(program: Program, *, min_rows: int = 1,
+                  min_term_size: int = 0) -> list[TermGroup]:
+    """The outputs of ``program`` grouped by shape (residuals: one group per shape).
+
+    Every output is in exactly one group (``min_rows=1``); a group's ``roots`` are the
+    output indices.
+    """
+    nodes = program.nodes
+    buckets: dict[tuple[object, ...], tuple[list[int], list[_Cone]]] = {}
+    shapes = _shapes(nodes)
+    for k, o in enumerate(program.outputs[:program.n_values]):
+        cone = _Cone(nodes, o, program.n_params, shapes)
+        bucket = buckets.setdefault(cone.key, ([], []))
+        bucket[0].append(k)
+        bucket[1].append(cone)
+    return [_make_group(nodes, rows, cones, program.n_params, program.n_params)
+            for rows, cones in buckets.values()
+            if len(rows) >= min_rows and cones[0].size >= min_term_size]

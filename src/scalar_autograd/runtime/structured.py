@@ -1,0 +1,366 @@
+"""Kernels of programs with repeated structure: row kernels, index tables, an outer kernel.
+
+:func:`~scalar_autograd.ir.structure.find_structure` splits a program into groups of
+terms of one shape and an outer program. :class:`StructuredKernel` evaluates it with
+the calling convention of every kernel (``run``, ``run_batch``, ``bind``):
+
+1. each group's row kernel runs over its rows, on the params each row reads (gathered
+   through ``param_index``), its runtime inputs (``input_index``) and its per-row
+   constants: the term values ``t`` and, for the value-and-gradient kind, each row's
+   local gradient ``D`` (rows x slots);
+2. the reductions (sums of terms) are folded left to right, as the ``sum`` op does;
+3. the outer kernel computes the outputs from ``x``, the terms it reads directly, the
+   reductions and the inputs, and (for the gradient) the derivatives by all of them;
+4. each term's adjoint ``dt`` is gathered (a reduction passes its own to each of its
+   terms: the partials of a sum are exactly 1), and the gradient is ``d out / d x``
+   plus each row's ``D`` scaled by its ``dt``, scatter-added into the slots' params.
+
+The values are the flat program's bit for bit (each term and the outer combination run
+the same operations in the same order); gradients differ from the flat program's only in
+the order the contributions of the terms are added.
+
+The kernels of the parts come from the kernel cache like any other (in memory and on
+disk), so a shape compiled once is reused by every program that has it.
+
+When the row kernels are native code (``"llvm"``), a bound call runs steps 1-2 and 4
+as two calls of a driver compiled once per process (:func:`driver`: ``@rows_all``
+gathers each row's params and inputs, calls the row kernel through its address and
+folds the reductions; ``@scatter_all`` spreads the adjoints and scatter-adds), around
+the outer kernel's own bound call: three native calls, whatever the number of rows and
+groups. Otherwise numpy does steps 1, 2 and 4 around batched row calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from scalar_autograd.backends.base import Kernel
+from scalar_autograd.ir.program import Program
+from scalar_autograd.ir.structure import Structure, TermGroup
+from scalar_autograd.native.abi import BlockCall, address_block
+from scalar_autograd.native.engine import NativeEngine
+from scalar_autograd.native.structured import Code
+
+ROW_WORDS = ("kernel", "n_rows", "n_slots", "param_index", "X", "n_in", "input_index",
+             "U", "u_stride", "t", "D", "d_stride", "scratch")
+"""A group's words in the descriptor ``@rows_all`` reads (in this order)."""
+
+SCATTER_WORDS = ("n_rows", "n_slots", "param_index", "D", "dt")
+"""A group's words in the descriptor ``@scatter_all`` reads."""
+
+REDUCTION_WORDS = ("count", "terms", "has_init", "init")
+"""A reduction's words (``init`` points to one double)."""
+
+_INT_WORDS = frozenset({"n_rows", "n_slots", "n_in", "u_stride", "d_stride", "count",
+                        "has_init"})
+
+
+def _words(c: Code, names: Sequence[str], desc: str, k: str) -> dict[str, str]:
+    """Entry ``k`` of a descriptor of ``len(names)`` words per entry, by name."""
+    block = c.gep("i64", desc, c.i("*", k, str(len(names))))
+    return {name: c.arg(j, "i64" if name in _INT_WORDS else "ptr", block)
+            for j, name in enumerate(names)}
+
+
+def _rows_all() -> str:
+    """``void @rows_all(ptr %args)``; args ``n, x, xo, u, n_groups, row_desc, t, n_direct,
+    direct, n_reductions, reduction_desc``: for every group (:data:`ROW_WORDS`) and row
+    ``r``, the row's params into ``X``, its inputs into ``U[r]``, ``kernel(X, U[r],
+    t + r, D[r], scratch)``; then the outer kernel's params ``xo``: ``x``, the direct
+    terms, and each reduction (:data:`REDUCTION_WORDS`) folded left to right."""
+    c = Code()
+    n, x, xo, u = c.arg(0, "i64"), c.arg(1, "ptr"), c.arg(2, "ptr"), c.arg(3, "ptr")
+    n_groups, row_desc, t = c.arg(4, "i64"), c.arg(5, "ptr"), c.arg(6, "ptr")
+    n_direct, direct = c.arg(7, "i64"), c.arg(8, "ptr")
+    n_reductions, reduction_desc = c.arg(9, "i64"), c.arg(10, "ptr")
+    with c.for_("0", n_groups) as g:
+        w = _words(c, ROW_WORDS, row_desc, g)
+        with c.for_("0", w["n_rows"]) as r:
+            base = c.i("*", r, w["n_slots"])
+            with c.for_("0", w["n_slots"]) as j:
+                p = c.load("i64", w["param_index"], c.i("+", base, j))
+                c.store(c.load("double", x, p), w["X"], j)
+            row_u = c.gep("double", w["U"], c.i("*", r, w["u_stride"]))
+            in_base = c.i("*", r, w["n_in"])
+            with c.for_("0", w["n_in"]) as j:
+                q = c.load("i64", w["input_index"], c.i("+", in_base, j))
+                c.store(c.load("double", u, q), row_u, j)
+            c.call(w["kernel"], [("ptr", w["X"]), ("ptr", row_u),
+                                 ("ptr", c.gep("double", w["t"], r)),
+                                 ("ptr", c.gep("double", w["D"], c.i("*", r, w["d_stride"]))),
+                                 ("ptr", w["scratch"])])
+    with c.for_("0", n) as i:
+        c.store(c.load("double", x, i), xo, i)
+    with c.for_("0", n_direct) as k:
+        c.store(c.load("double", t, c.load("i64", direct, k)), xo, c.i("+", n, k))
+    with c.for_("0", n_reductions) as k:
+        w = _words(c, REDUCTION_WORDS, reduction_desc, k)
+        acc = c.var()
+        start = c.var("i64")
+        with c.if_(c.icmp("!=", w["has_init"], "0")):
+            c.set(acc, c.load("double", w["init"], "0"))
+            c.iset(start, "0")
+        with c.else_():
+            c.set(acc, c.load("double", t, c.load("i64", w["terms"], "0")))
+            c.iset(start, "1")
+        with c.for_(c.iget(start), w["count"]) as j:
+            term = c.load("double", t, c.load("i64", w["terms"], j))
+            c.set(acc, c.f("+", c.get(acc), term))
+        c.store(c.get(acc), xo, c.i("+", c.i("+", n, n_direct), k))
+    return c.function("rows_all")
+
+
+def _scatter_all() -> str:
+    """``void @scatter_all(ptr %args)``; args ``n, od, der, n_groups, scatter_desc, dt,
+    n_terms, n_direct, direct, n_reductions, reduction_desc``: ``der[:n] = od[:n]``; the
+    terms' adjoints ``dt`` (zero, plus the outer kernel's derivative by each direct
+    term, plus each reduction's to each of its terms); then for every group
+    (:data:`SCATTER_WORDS`), row ``r`` and slot ``j``: ``der[param_index[r, j]] +=
+    dt[r] * D[r, j]``, in that order."""
+    c = Code()
+    n, od, der = c.arg(0, "i64"), c.arg(1, "ptr"), c.arg(2, "ptr")
+    n_groups, scatter_desc, dt = c.arg(3, "i64"), c.arg(4, "ptr"), c.arg(5, "ptr")
+    n_terms, n_direct, direct = c.arg(6, "i64"), c.arg(7, "i64"), c.arg(8, "ptr")
+    n_reductions, reduction_desc = c.arg(9, "i64"), c.arg(10, "ptr")
+    with c.for_("0", n) as i:
+        c.store(c.load("double", od, i), der, i)
+    with c.for_("0", n_terms) as i:
+        c.store(c.const(0.0), dt, i)
+    with c.for_("0", n_direct) as k:
+        q = c.load("i64", direct, k)
+        c.store(c.f("+", c.load("double", dt, q), c.load("double", od, c.i("+", n, k))),
+                dt, q)
+    with c.for_("0", n_reductions) as k:
+        w = _words(c, REDUCTION_WORDS, reduction_desc, k)
+        adjoint = c.load("double", od, c.i("+", c.i("+", n, n_direct), k))
+        with c.for_("0", w["count"]) as j:
+            q = c.load("i64", w["terms"], j)
+            c.store(c.f("+", c.load("double", dt, q), adjoint), dt, q)
+    with c.for_("0", n_groups) as g:
+        w = _words(c, SCATTER_WORDS, scatter_desc, g)
+        with c.for_("0", w["n_rows"]) as r:
+            a = c.load("double", w["dt"], r)
+            base = c.i("*", r, w["n_slots"])
+            with c.for_("0", w["n_slots"]) as j:
+                k = c.i("+", base, j)
+                p = c.load("i64", w["param_index"], k)
+                c.store(c.f("+", c.load("double", der, p),
+                            c.f("*", a, c.load("double", w["D"], k))), der, p)
+    return c.function("scatter_all")
+
+
+def driver_source() -> str:
+    """The LLVM text of the driver module (``@rows_all``, ``@scatter_all``)."""
+    return "; scalar_autograd: structured kernels\n\n" + _rows_all() + "\n" + _scatter_all()
+
+
+def driver() -> NativeEngine:
+    """The compiled driver (once per process; from the disk cache when one is set)."""
+    from scalar_autograd.runtime.disk_cache import process_engine
+
+    return process_engine("structured", driver_source, 2)  # type: ignore[no-any-return]
+
+
+class _Work:
+    """One binding's (one thread's) working arrays."""
+
+    def __init__(self, kernel: StructuredKernel) -> None:
+        s = kernel.structure
+        self.t = np.zeros(s.n_terms)
+        self.dt = np.zeros(s.n_terms)
+        self.xo = np.zeros(s.outer.n_params)
+        self.U = [np.ascontiguousarray(np.hstack([np.zeros((g.n_rows, g.input_index.shape[1])),
+                                                   g.data]))
+                  for g in s.groups]
+        self.X = [np.zeros(g.param_index.shape) for g in s.groups]
+        self.V = [np.zeros((g.n_rows, 1)) for g in s.groups]
+        self.D = [np.zeros((g.n_rows, k.n_derivs_per_row)) for g, k in
+                  zip(s.groups, kernel.rows)]
+        self.scratch = [np.zeros(max(k.kernel.n_scratch, 1)) for k in kernel.rows]
+        self.outer_der = np.zeros(kernel.outer_derivs)
+        self.outer_scratch = np.zeros(max(kernel.outer.n_scratch, 1))
+
+
+@dataclass(frozen=True)
+class RowKernel:
+    """A group's row kernel and its per-row derivative count."""
+
+    kernel: Kernel
+    n_derivs_per_row: int
+
+
+class StructuredKernel:
+    """The value (``deriv=False``) or value-and-gradient kernel of a structured program.
+
+    Attributes:
+        structure: the split program.
+        rows: per group, its row kernel.
+        outer: the outer program's kernel.
+        backend: the backend of the parts.
+        n_scratch: 0 (the kernel keeps its own per-binding working arrays).
+    """
+
+    n_scratch = 0
+
+    def __init__(self, structure: Structure, rows: Sequence[Kernel], outer: Kernel,
+                 deriv: bool, backend: str, flat: Callable[[], Program]) -> None:
+        self.structure = structure
+        self.rows = [RowKernel(k, g.program.n_params if deriv else 0)
+                     for k, g in zip(rows, structure.groups)]
+        self.outer = outer
+        self.deriv = deriv
+        self.backend = backend
+        self._flat = flat
+        self._program: Program | None = None
+        self._lock = threading.Lock()
+        # one differentiated output (find_structure is only asked for those)
+        self.outer_derivs = structure.outer.n_params if deriv else structure.outer.n_derivs
+        self.n_params = structure.n_params
+        self._direct = np.ascontiguousarray(structure.direct, dtype=np.int64)
+        self._terms = [np.ascontiguousarray(r.terms, dtype=np.int64)
+                       for r in structure.reductions]
+        self._inits = [np.array([0.0 if r.init is None else r.init])
+                       for r in structure.reductions]
+
+    @property
+    def program(self) -> Program:
+        """The flat program this kernel computes (derived on first use)."""
+        with self._lock:
+            if self._program is None:
+                self._program = self._flat()
+            return self._program
+
+    @property
+    def source(self) -> str:
+        """A listing of the parts' generated code."""
+        parts = [f"; structured: {len(self.rows)} row kernels and an outer kernel"]
+        for j, (k, g) in enumerate(zip(self.rows, self.structure.groups)):
+            parts.append(f"; --- row kernel {j}: {g.n_rows} rows\n{k.kernel.source}")
+        parts.append(f"; --- outer kernel\n{self.outer.source}")
+        return "\n".join(parts)
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, w: _Work, x: np.ndarray, u: np.ndarray, val: np.ndarray,
+                  der: np.ndarray) -> None:
+        """Steps 1-4 of the module docstring with numpy (any backend)."""
+        s = self.structure
+        n = self.n_params
+        t = w.t
+        for j, (g, rk) in enumerate(zip(s.groups, self.rows)):
+            X, U, V, D = w.X[j], w.U[j], w.V[j], w.D[j]
+            np.take(x, g.param_index, out=X)
+            if g.input_index.shape[1]:
+                np.take(u, g.input_index, out=U[:, :g.input_index.shape[1]])
+            rk.kernel.run_batch(X, U, V, D, w.scratch[j])
+            off = s.term_offset[j]
+            t[off:off + g.n_rows] = V[:, 0]
+        xo = w.xo
+        xo[:n] = x
+        d = self._direct.shape[0]
+        xo[n:n + d] = t[self._direct]
+        for k, (terms, r) in enumerate(zip(self._terms, s.reductions)):
+            values = t[terms] if r.init is None else np.concatenate([[r.init], t[terms]])
+            xo[n + d + k] = np.add.accumulate(values)[-1]   # left to right
+        od = w.outer_der if self.deriv else der
+        self.outer.run(xo, u, val, od, w.outer_scratch)
+        if not self.deriv:
+            return
+        der[:] = od[:n]
+        dt = w.dt
+        dt[:] = 0.0
+        np.add.at(dt, self._direct, od[n:n + d])
+        for k, terms in enumerate(self._terms):
+            np.add.at(dt, terms, od[n + d + k])
+        for j, g in enumerate(s.groups):
+            off = s.term_offset[j]
+            _scatter(der, g, w.D[j], dt[off:off + g.n_rows])
+
+    def run(self, x: np.ndarray, u: np.ndarray, val: np.ndarray, der: np.ndarray,
+            scratch: np.ndarray) -> None:
+        """Evaluate once (working arrays made for this call)."""
+        self._evaluate(_Work(self), x, u, val, der)
+
+    def run_batch(self, X: np.ndarray, U: np.ndarray, V: np.ndarray, D: np.ndarray,
+                  scratch: np.ndarray) -> None:
+        """Every row of ``X``/``U`` in turn."""
+        w = _Work(self)
+        for r in range(X.shape[0]):
+            self._evaluate(w, X[r], U[r], V[r], D[r])
+
+    def bind(self, x: np.ndarray, u: np.ndarray, val: np.ndarray, der: np.ndarray,
+             scratch: np.ndarray) -> Callable[[], None]:
+        """A zero-argument callable evaluating on these buffers (with its own working
+        arrays: one binding per thread, as for every kernel): three native calls when
+        the row kernels are native code, else numpy around batched row calls."""
+        w = _Work(self)
+        if all(hasattr(rk.kernel, "address") for rk in self.rows):
+            return self._bind_native(w, x, u, val, der)
+        evaluate = self._evaluate
+
+        def call() -> None:
+            evaluate(w, x, u, val, der)
+
+        return call
+
+    def _bind_native(self, w: _Work, x: np.ndarray, u: np.ndarray, val: np.ndarray,
+                     der: np.ndarray) -> Callable[[], None]:
+        s = self.structure
+        n = self.n_params
+        engine = driver()
+        row_words: list[np.ndarray | int] = []
+        scatter_words: list[np.ndarray | int] = []
+        index = [np.ascontiguousarray(g.param_index, dtype=np.int64) for g in s.groups]
+        inputs = [np.ascontiguousarray(g.input_index, dtype=np.int64) for g in s.groups]
+        for j, (g, rk) in enumerate(zip(s.groups, self.rows)):
+            off = s.term_offset[j]
+            row_words += [rk.kernel.address("kernel"), g.n_rows,  # type: ignore[attr-defined]
+                          g.param_index.shape[1], index[j], w.X[j], g.input_index.shape[1],
+                          inputs[j], w.U[j], w.U[j].shape[1], w.t[off:],
+                          w.D[j], rk.n_derivs_per_row, w.scratch[j]]
+            scatter_words += [g.n_rows, g.param_index.shape[1], index[j], w.D[j],
+                              w.dt[off:]]
+        reduction_words: list[np.ndarray | int] = []
+        for terms, init, r in zip(self._terms, self._inits, s.reductions):
+            reduction_words += [terms.shape[0], terms, int(r.init is not None), init]
+        row_desc = address_block(row_words)
+        scatter_desc = address_block(scatter_words)
+        reduction_desc = address_block(reduction_words or [0])
+        keep = (engine, self, index, inputs, w, row_desc, scatter_desc, reduction_desc)
+        d = self._direct.shape[0]
+        rows = BlockCall(engine.address("rows_all"),
+                         [n, x, w.xo, u, len(s.groups), row_desc, w.t, d, self._direct,
+                          len(self._terms), reduction_desc], owner=keep)
+        od = w.outer_der if self.deriv else der
+        outer = self.outer.bind(w.xo, u, val, od, w.outer_scratch)
+        if not self.deriv:
+            def call_value() -> None:
+                rows()
+                outer()
+
+            return call_value
+        scatter = BlockCall(engine.address("scatter_all"),
+                            [n, w.outer_der, der, len(s.groups), scatter_desc, w.dt,
+                             w.dt.shape[0], d, self._direct, len(self._terms),
+                             reduction_desc], owner=keep)
+
+        def call() -> None:
+            rows()
+            outer()
+            scatter()
+
+        return call
+
+
+def _scatter(der: np.ndarray, g: TermGroup, D: np.ndarray, dt: np.ndarray) -> None:
+    """``der[param_index[r, j]] += dt[r] * D[r, j]`` for every row and slot."""
+    if not D.shape[1]:
+        return
+    if g.uniform_params:
+        der[g.param_index[0]] += D.T @ dt
+    else:
+        der += np.bincount(g.param_index.ravel(), weights=(D * dt[:, None]).ravel(),
+                           minlength=der.shape[0])
