@@ -38,7 +38,20 @@ def _is_odd_integer(y: float) -> bool:
 
 
 def pow(a: float, b: float) -> float:  # noqa: A001 - mirrors C's pow
-    """C99 ``pow``: negative base with non-integer exponent is nan, ``0**-1 = inf``."""
+    """C99 ``pow``: negative base with non-integer exponent is nan, ``0**-1 = inf``;
+    except that ``pow(a, 2) = a * a`` and ``pow(a, -1) = 1 / a``, correctly rounded, as
+    JAX (``integer_pow``) and PyTorch compute them and as LLVM and GCC rewrite a ``pow``
+    call with those constant exponents (libm's ``pow`` is off by one ulp on about
+    0.1% of inputs there); every backend applies the same rule.
+
+    Example:
+        >>> pow(3.0, 2.0), pow(-0.0, -1.0), pow(-8.0, 1 / 3)
+        (9.0, -inf, nan)
+    """
+    if b == 2.0:
+        return a * a
+    if b == -1.0:
+        return 1.0 / a if a != 0.0 else _copysign(INF, a)
     try:
         return math.pow(a, b)
     except ValueError:

@@ -218,6 +218,15 @@ static double sa__copysign(double a, double b)
     return isnan(b) ? fabs(a) : copysign(a, b);
 }
 """),
+    # numerics.pow: exponents 2 and -1 are a*a and 1/a, correctly rounded (the llvm
+    # backend emits the same selects; libm's pow is off by an ulp there at times)
+    "pow": Helper("sa__pow", """\
+static double sa__pow(double a, double b)
+{
+    /* C99 pow, except pow(a, 2) = a*a and pow(a, -1) = 1/a (as scalar_autograd does) */
+    return b == 2.0 ? a * a : b == -1.0 ? 1.0 / a : pow(a, b);
+}
+"""),
 }
 """libm names of the op table whose C spelling is a helper, by the ``lower`` symbol."""
 

@@ -122,6 +122,16 @@ def instruction(kind: str, name: str, args: list[str], declarations: set[str],
                     f"double {args[1]})",
                     f"  {temp}a = call double @llvm.fabs.f64(double {args[0]})",
                     f"  {name} = select i1 {temp}n, double {temp}a, double {temp}s"]
+        if sym == "pow":  # numerics.pow: exponents 2 and -1 are a*a and 1/a
+            declarations.add("declare double @pow(double, double)")
+            a, b = args
+            return [f"  {temp}p = call double @pow(double {a}, double {b})",
+                    f"  {temp}q = fmul double {a}, {a}",
+                    f"  {temp}r = fdiv double 1.0, {a}",
+                    f"  {temp}t = fcmp oeq double {b}, 2.0",
+                    f"  {temp}u = fcmp oeq double {b}, -1.0",
+                    f"  {temp}v = select i1 {temp}u, double {temp}r, double {temp}p",
+                    f"  {name} = select i1 {temp}t, double {temp}q, double {temp}v"]
         fn, arity = _INTRINSIC.get(sym, (sym, _LIBM_ARITY.get(sym, 1)))
         declarations.add(f"declare double @{fn}({', '.join(['double'] * arity)})")
         call_args = ", ".join(f"double {a}" for a in args)
