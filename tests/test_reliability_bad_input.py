@@ -187,6 +187,7 @@ VALID: dict[str, Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "jit": lambda: ((lambda x: x * x,), {"backend": "python"}),
     "export_c": lambda: (({"f": sa.compile(sa.Value(1.0) * 2.0, [])},
                           Path(tempfile.mkdtemp()) / "f.c"), {}),
+    "compile_sum": lambda: ((sa.Value(1.0) * sa.Value(2.0), [], [], [[]]), {}),
     "parse": lambda: (("x * 2 + sin(y)", {"x": 1.0, "y": sa.Value(2.0)}), {}),
     "to_expression": lambda: ((sa.Value(1.0, label="x") * 2.0,), {}),
     "to_latex": lambda: ((sa.Value(1.0, label="x") * 2.0,), {}),

@@ -59,6 +59,7 @@ from scalar_autograd.runtime import (
     apply_compiled_gradients,
     compile,
     compile_gradient_function,
+    compile_sum,
     export_c,
 )
 from scalar_autograd.runtime.disk_cache import get_cache_dir, set_cache_dir
@@ -91,7 +92,7 @@ __all__ = [
     "Status", "batch_minimize", "BatchMinimizeResult",
     "Manifold", "QuaternionManifold", "EigenQuaternionManifold", "AngleAxisManifold",
     "SphereManifold", "SubsetManifold", "EuclideanManifold", "ProductManifold",
-    "compile", "CompiledFunction", "compile_gradient_function", "apply_compiled_gradients",
+    "compile", "CompiledFunction", "compile_gradient_function", "compile_sum", "apply_compiled_gradients",
     "export_c",
     "set_cache_dir", "get_cache_dir",
     "jit", "grad", "value_and_grad", "jacobian", "hessian", "hvp", "Traced", "ConcretizationError",

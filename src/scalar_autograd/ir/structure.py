@@ -242,8 +242,14 @@ def _shapes(nodes: Sequence[tuple[str, Any]]) -> list[int]:
     return shapes
 
 
-def _spine_terms(nodes: Sequence[tuple[str, Any]], outputs: Sequence[int]) -> list[int]:
-    """The terms below the outputs' reduction spines, in first-seen order."""
+def _spine_terms(nodes: Sequence[tuple[str, Any]], outputs: Sequence[int],
+                 shapes: Sequence[int], min_rows: int) -> list[int]:
+    """The terms below the outputs' reduction spines, in first-seen order.
+
+    A spine node whose shape at least ``min_rows`` nodes of the program share is a term
+    itself (a per-sample ``log(1 + exp(z)) - y * z`` stays whole), not a spine node."""
+    counts = Counter(shapes)
+    roots = set(outputs)
     seen: set[int] = set()
     terms: dict[int, None] = {}
     stack = list(reversed(outputs))
@@ -255,7 +261,8 @@ def _spine_terms(nodes: Sequence[tuple[str, Any]], outputs: Sequence[int]) -> li
         kind, payload = nodes[i]
         if kind in _LEAVES:
             continue
-        if kind in _SUMS or kind in SPINE and any(nodes[a][0] in _SUMS for a in payload):
+        if (kind in _SUMS or kind in SPINE and any(nodes[a][0] in _SUMS for a in payload)) \
+                and (i in roots or counts[shapes[i]] < min_rows):
             stack.extend(reversed(payload))
         else:
             terms[i] = None
@@ -289,7 +296,7 @@ def _row_program(nodes: Sequence[tuple[str, Any]], cone: _Cone, n_params: int,
 
 
 def _group(nodes: Sequence[tuple[str, Any]], roots: Sequence[int], n_params: int,
-           min_rows: int, min_term_size: int, budget: float
+           min_rows: int, min_term_size: int, budget: float, shapes: Sequence[int]
            ) -> list[tuple[list[int], list[_Cone]]]:
     """Terms bucketed by key: ``(roots, cones)`` per bucket worth a row kernel.
 
@@ -298,7 +305,6 @@ def _group(nodes: Sequence[tuple[str, Any]], roots: Sequence[int], n_params: int
     nodes: a term that reads a long chain (each term of ``acc = f(acc) + g(x_i)``
     reads every earlier one) costs one pass over the shapes, never a walk per term."""
     buckets: dict[tuple[object, ...], tuple[list[int], list[_Cone]]] = {}
-    shapes = _shapes(nodes)
     counts = Counter([shapes[r] for r in roots])
     walked = 0
     for r in roots:
@@ -356,9 +362,10 @@ def find_structure(program: Program, n_diff: int | None = None, *,
         return None
     nodes = program.nodes
     n_diff = program.n_values if n_diff is None else n_diff
-    terms = _spine_terms(nodes, program.outputs[:n_diff])
+    shapes = _shapes(nodes)
+    terms = _spine_terms(nodes, program.outputs[:n_diff], shapes, min_rows)
     buckets = _group(nodes, terms, program.n_params, min_rows, min_term_size,
-                     budget=2 * max_recompute * len(nodes))
+                     budget=2 * max_recompute * len(nodes), shapes=shapes)
     # largest work first; a term inside a chosen group's cone is computed there
     buckets.sort(key=lambda b: -len(b[0]) * b[1][0].size)
     covered: set[int] = set()

@@ -37,8 +37,14 @@ from scalar_autograd.backends.vm import VMBackend
 from scalar_autograd.graph import gc_paused
 from scalar_autograd.ir import autodiff
 from scalar_autograd.ir.passes import lower
-from scalar_autograd.ir.program import Program, encoded_digest, read_header
-from scalar_autograd.ir.structure import MIN_PROGRAM_SIZE, Structure, find_structure
+from scalar_autograd.ir.program import Builder, Program, encoded_digest, read_header
+from scalar_autograd.ir.structure import (
+    MIN_PROGRAM_SIZE,
+    Reduction,
+    Structure,
+    TermGroup,
+    find_structure,
+)
 from scalar_autograd.ir.trace import trace
 from scalar_autograd.native.abi import check_buffer
 from scalar_autograd.native.engine import host_identity
@@ -160,6 +166,7 @@ class _Entry:
             [g.program.n_instructions for g in self.structure.groups]
             + [self.structure.outer.n_instructions])
         self.backend = resolve_backend(backend, n_instructions=size)
+        self.n_instructions = header.n_instructions
         self.build_seconds = time.perf_counter() - started
         self._value: Kernel | None = None
         self._deriv: Kernel | None = None
@@ -487,7 +494,7 @@ class CompiledFunction:
         terms = sum(r.rows for r in rows)
         return CompileStats(
             backend=self.backend,
-            instructions=read_header(entry.encoded).n_instructions,
+            instructions=entry.n_instructions,
             row_kernels=rows,
             outer_instructions=entry.program.n_instructions if structure is None
             else structure.outer.n_instructions,
@@ -1072,6 +1079,144 @@ def compile(  # noqa: A001 - the public name the API asks for
                              requested_backend=backend)
         f._trace_seconds = traced - started
         return f
+
+
+class _RowsEntry(_Entry):
+    """The entry of :func:`compile_sum`: a structure made directly (one group, every
+    row the per-sample program), its flat program built only if asked for (second
+    derivatives, pickling, ``f.program``)."""
+
+    def __init__(self, structure: Structure, backend: str, flat: Callable[[], Program],
+                 n_instructions: int) -> None:
+        started = time.perf_counter()
+        self.n_params, self.n_inputs = structure.n_params, 0
+        self.n_values, self.n_derivs, self.n_aux = 1, 0, 0
+        self._lock = threading.Lock()
+        self._program_lock = threading.Lock()
+        self._part_backend = backend
+        self.structure = structure
+        self._value = self._deriv = None
+        self._second = {}
+        self._program = None
+        self._flat = flat
+        self.backend = resolve_backend(backend, n_instructions=max(
+            structure.groups[0].program.n_instructions, structure.outer.n_instructions))
+        self.n_instructions = n_instructions
+        self.build_seconds = time.perf_counter() - started
+
+    @property
+    def program(self) -> Program:
+        """The flat program (every row spelled out; built on first use)."""
+        with self._program_lock:
+            if self._program is None:
+                self._program = self._flat()
+            return self._program
+
+    @property
+    def encoded(self) -> bytes:  # type: ignore[override]
+        """The flat program's encoding (built on first use)."""
+        return self.program.key()
+
+
+def _flat_rows(row: Program, data: np.ndarray, mean: bool) -> Program:
+    """The program :func:`compile_sum` stands for: ``row`` once per row of ``data`` (its
+    inputs as constants), summed left to right (and divided by the count)."""
+    n = row.n_params
+    b = Builder(n, 0)
+    params = [b.input(j) for j in range(n)]
+    terms = []
+    for values in data.tolist():
+        slots = params + [b.const(v) for v in values]
+        ids: list[int] = []
+        for kind, payload in row.nodes:
+            if kind == "input":
+                ids.append(slots[payload])
+            elif kind == "const":
+                ids.append(b.const(payload))
+            else:
+                ids.append(b.emit(kind, tuple([ids[a] for a in payload])))
+        terms.append(ids[row.outputs[0]])
+    total = b.emit("sum", tuple(terms))
+    if mean:
+        total = b.emit("div", (total, b.const(float(len(terms)))))
+    return b.build([total], n_values=1)
+
+
+def compile_sum(term: Value, params: Sequence[Value], inputs: Sequence[Value], data: Any,
+                *, reduce: str = "mean", backend: str = "auto") -> CompiledFunction:
+    """The sum (or mean) over the rows of ``data`` of a per-sample ``term``, compiled
+    once: a :class:`CompiledFunction` of ``params``.
+
+    ``term`` is built for ONE sample from ``params`` and the leaves ``inputs`` (that
+    sample's data: features, target); row ``r`` of ``data`` holds the inputs' values of
+    sample ``r``. The result is what the whole-data-set graph ``sa.mean([term of sample
+    r for r ...])`` computes, bit for bit, without building that graph: the per-sample
+    program is traced once (hundreds of instructions, not hundreds of thousands), run
+    as the row kernel of every sample in one native loop, and the terms are added left
+    to right as ``sa.sum`` adds them (see :mod:`scalar_autograd.ir.structure`).
+
+    Args:
+        term: the per-sample scalar loss.
+        params: the differentiable leaves (shared by every sample).
+        inputs: the per-sample leaves, in the order of ``data``'s columns.
+        data: ``(N, len(inputs))`` values, ``N >= 1``.
+        reduce: ``"mean"`` or ``"sum"``.
+        backend: as for :func:`compile`.
+
+    Raises:
+        TypeError: for anything but Values where Values are needed, or non-numeric data.
+        ValueError: bad leaves, a ``data`` of the wrong shape or empty, or an unknown
+            ``reduce``.
+
+    Example:
+        >>> import numpy as np, scalar_autograd as sa
+        >>> w, b = sa.Value(0.5), sa.Value(0.0)
+        >>> x, y = sa.Value(0.0), sa.Value(0.0)             # one sample
+        >>> f = sa.compile_sum((w * x + b - y) ** 2, [w, b], [x, y],
+        ...                    np.array([[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]]))
+        >>> value, grad = f.value_and_grad([2.0, 0.0])   # the exact fit y = 2x
+        >>> value, grad.tolist()
+        (0.0, [0.0, 0.0])
+    """
+    if not isinstance(term, Value):
+        raise TypeError(f"term must be a Value; got {type(term).__name__}")
+    if reduce not in ("mean", "sum"):
+        raise ValueError(f"reduce must be 'mean' or 'sum'; got {reduce!r}")
+    param_list = _as_value_list(params, "params", allow_single=False)
+    input_list = _as_value_list(inputs, "inputs", allow_single=False)
+    _check_leaves(param_list, "params")
+    _check_leaves(input_list, "inputs")
+    param_ids = {id(p) for p in param_list}
+    for j, v in enumerate(input_list):
+        if id(v) in param_ids:
+            raise ValueError(f"inputs[{j}] is also a param; a leaf is either a param or an "
+                             f"input")
+    table = _matrix(data, len(input_list), "data")
+    if table.shape[0] == 0:
+        raise ValueError("data must have at least one row; got 0")
+    resolve_backend(backend)
+    started = time.perf_counter()
+    with gc_paused():
+        row, _ = trace([term], param_list, input_list)
+    n, count = len(param_list), table.shape[0]
+    group = TermGroup(program=row, roots=np.arange(count, dtype=np.int64),
+                      param_index=np.tile(np.arange(n, dtype=np.int64), (count, 1)),
+                      input_index=np.zeros((count, 0), dtype=np.int64),
+                      data=np.ascontiguousarray(table), cone_size=row.n_instructions)
+    b = Builder(n + 1, 0)
+    for slot in range(n + 1):
+        b.input(slot)
+    total = b.input(n)
+    if reduce == "mean":
+        total = b.emit("div", (total, b.const(float(count))))
+    structure = Structure(b.build([total], n_values=1), (group,), (0,),
+                          np.zeros(0, dtype=np.int64),
+                          (Reduction(np.arange(count, dtype=np.int64), None),), n)
+    entry = _RowsEntry(structure, backend, partial(_flat_rows, row, table, reduce == "mean"),
+                       row.n_instructions * count)
+    f = CompiledFunction(entry, param_list, requested_backend=backend)
+    f._trace_seconds = time.perf_counter() - started
+    return f
 
 
 def compile_program(program: Program, backend: str = "auto") -> CompiledFunction:
