@@ -299,6 +299,12 @@ class LLVMKernel:
         self.tier_up()
         return self._engines[-1]
 
+    @property
+    def current_address(self) -> int:
+        """The address of ``kernel`` in the code running now (the quick code until the
+        final code is installed; the quick code stays valid while this kernel lives)."""
+        return self._kernel_address
+
     def address(self, name: str) -> int:
         """The address of the final code's function ``name`` (``"kernel"``, ``"batch"``
         or ``"rows"``), valid while this kernel lives; installs the final code first."""

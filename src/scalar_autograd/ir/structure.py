@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from scalar_autograd.ir.program import COMMUTATIVE, Builder, Program, const_key
+from scalar_autograd.ir.program import COMMUTATIVE, Builder, Program, _layout, const_key
 
 SPINE = frozenset({"sum", "mean", "add", "sub", "neg", "mul", "div"})
 """Ops the term search descends through from an output (see the module docstring)."""
@@ -295,52 +295,192 @@ def _row_program(nodes: Sequence[tuple[str, Any]], cone: _Cone, n_params: int,
     return b.build([ids[cone.nodes[-1]]], n_values=1)
 
 
-def _group(nodes: Sequence[tuple[str, Any]], roots: Sequence[int], n_params: int,
-           min_rows: int, min_term_size: int, budget: float, shapes: Sequence[int]
-           ) -> list[tuple[list[int], list[_Cone]]]:
-    """Terms bucketed by key: ``(roots, cones)`` per bucket worth a row kernel.
+class _Arrays:
+    """The program as arrays (from its canonical encoding, so nearly free): per node its
+    kind code, arity, canonical arguments (a commutative op's by shape, as
+    :class:`_Cone` orders them; ``-1`` padding), input slot and constant bits."""
+
+    WIDTH = 4
+    """Ops with more arguments than this are matched by the walk of :class:`_Cone`."""
+
+    def __init__(self, program: Program, shapes: Sequence[int]) -> None:
+        data = program.key()
+        fields, names, sections = _layout(data)
+        n = fields[0]
+        codes, slots, consts, arity, args, _ = [
+            np.frombuffer(data, dtype=t, count=k, offset=pos) for t, k, pos in sections]
+        self.codes = codes.astype(np.int64)
+        is_input = self.codes == (names.index("input") if "input" in names else -1)
+        is_const = self.codes == (names.index("const") if "const" in names else -1)
+        op_nodes = np.flatnonzero(~(is_input | is_const))
+        self.arity = np.zeros(n, dtype=np.int64)
+        self.arity[op_nodes] = arity
+        self.slot = np.full(n, -1, dtype=np.int64)
+        self.slot[is_input] = slots
+        self.value = np.zeros(n)
+        self.value[is_const] = consts
+        self.bits = self.value.view(np.int64)
+        table = np.full((n, self.WIDTH), -1, dtype=np.int64)
+        starts = np.concatenate(([0], np.cumsum(arity, dtype=np.int64)[:-1])) \
+            if op_nodes.size else np.zeros(0, np.int64)
+        narrow = arity.astype(np.int64) <= self.WIDTH
+        for k in range(self.WIDTH):
+            has = narrow & (arity > k)
+            table[op_nodes[has], k] = args[starts[has] + k]
+        shape = np.asarray(shapes, dtype=np.int64)
+        commutative = np.isin(self.codes, [names.index(c) for c in COMMUTATIVE if c in names])
+        swap = commutative & (self.arity == 2)
+        swap[swap] = shape[table[swap, 0]] > shape[table[swap, 1]]
+        table[swap, 0], table[swap, 1] = table[swap, 1].copy(), table[swap, 0].copy()
+        self.args = table
+
+
+def _match(arrays: _Arrays, cone: _Cone, roots: np.ndarray, n_params: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Which ``roots`` have exactly the key of ``cone`` (a mask), and per root the node
+    at each position of the cone's walk: the walk of :class:`_Cone`, done for every
+    root at once by following the cone's edges, then checked edge by edge (kinds,
+    arities, which leaves are params, ``pow`` exponents, and no two positions on one
+    node, so sharing inside the term is the same)."""
+    order = cone.nodes
+    size = len(order)
+    at = np.empty((roots.shape[0], size), dtype=np.int64)
+    at[:, size - 1] = roots
+    ok = np.ones(roots.shape[0], dtype=bool)
+    assigned = [False] * size
+    assigned[size - 1] = True
+    for p in range(size - 1, -1, -1):   # parents before children
+        entry = cone.key[p]
+        if not isinstance(entry, tuple) or entry[0] in ("p", "u"):
+            continue
+        parents = at[:, p]
+        for k, q in enumerate(entry[1]):
+            child = arrays.args[parents, k]
+            if assigned[q]:
+                ok &= at[:, q] == child
+            else:
+                at[:, q] = child
+                assigned[q] = True
+    template = np.asarray(order, dtype=np.int64)
+    ok &= (arrays.codes[at] == arrays.codes[template]).all(axis=1)
+    ok &= (arrays.arity[at] == arrays.arity[template]).all(axis=1)
+    leaves = np.flatnonzero(arrays.slot[template] >= 0)
+    if leaves.size:
+        ok &= ((arrays.slot[at[:, leaves]] < n_params)
+               == (arrays.slot[template[leaves]] < n_params)).all(axis=1)
+    exponents = [entry[1][1] for entry in cone.key
+                 if isinstance(entry, tuple) and len(entry) == 3]
+    if exponents:
+        ok &= (arrays.bits[at[:, exponents]] == arrays.bits[template[exponents]]).all(axis=1)
+    ordered = np.sort(at, axis=1)
+    ok &= (ordered[:, 1:] != ordered[:, :-1]).all(axis=1)
+    return ok, at
+
+
+@dataclass
+class _Bucket:
+    """Terms of one key: the first one's walk and every term's node per position."""
+
+    cone: _Cone
+    roots: list[int]
+    tables: list[np.ndarray]
+
+    @cached_property
+    def at(self) -> np.ndarray:
+        return np.concatenate(self.tables) if len(self.tables) > 1 else self.tables[0]
+
+    @property
+    def rows(self) -> int:
+        return len(self.roots)
+
+
+def _group(program: Program, roots: Sequence[int], min_rows: int, min_term_size: int,
+           budget: float, shapes: Sequence[int]) -> list[_Bucket]:
+    """Terms bucketed by key, per bucket worth a row kernel.
 
     Only terms whose shape (:func:`_shapes`) at least ``min_rows`` terms share are
-    walked, and the walks stop (nothing is grouped) once they have visited ``budget``
-    nodes: a term that reads a long chain (each term of ``acc = f(acc) + g(x_i)``
-    reads every earlier one) costs one pass over the shapes, never a walk per term."""
-    buckets: dict[tuple[object, ...], tuple[list[int], list[_Cone]]] = {}
-    counts = Counter([shapes[r] for r in roots])
-    walked = 0
+    considered. Per shape, the first term is walked (:class:`_Cone`) and the others are
+    matched against it at once (:func:`_match`); the few that differ (in a leaf
+    pattern, sharing, a constant's node) are walked one by one, and the walks stop
+    (nothing is grouped) once they have visited ``budget`` nodes: a term that reads a
+    long chain (each term of ``acc = f(acc) + g(x_i)`` reads every earlier one) costs
+    one pass over the shapes, never a walk per term."""
+    nodes, n_params = program.nodes, program.n_params
+    by_shape: dict[int, list[int]] = {}
     for r in roots:
-        if counts[shapes[r]] < min_rows:
+        by_shape.setdefault(shapes[r], []).append(r)
+    arrays: _Arrays | None = None
+    buckets: dict[tuple[object, ...], _Bucket] = {}
+    walked = 0
+    for members in by_shape.values():
+        if len(members) < min_rows:
             continue
-        cone = _Cone(nodes, r, n_params, shapes)
-        walked += len(cone.nodes)
-        if walked > budget:
-            return []
-        if cone.size < min_term_size:
-            continue
-        bucket = buckets.setdefault(cone.key, ([], []))
-        bucket[0].append(r)
-        bucket[1].append(cone)
-    return [b for b in buckets.values() if len(b[0]) >= min_rows]
+        rest = np.asarray(members, dtype=np.int64)
+        while rest.size:   # walk one term, match the others against it, repeat
+            cone = _Cone(nodes, int(rest[0]), n_params, shapes)
+            walked += len(cone.nodes)
+            if walked > budget:
+                return []
+            if cone.size < min_term_size:
+                break
+            bucket = buckets.setdefault(cone.key, _Bucket(cone, [], []))
+            if rest.size > 1 and all(not isinstance(e, tuple) or e[0] in ("p", "u")
+                                     or len(e[1]) <= _Arrays.WIDTH for e in cone.key):
+                if arrays is None:
+                    arrays = _Arrays(program, shapes)
+                ok, at = _match(arrays, cone, rest, n_params)
+                ok[0] = True   # the walked term itself (its walk is the template)
+            else:
+                ok = np.zeros(rest.size, dtype=bool)
+                ok[0] = True
+                at = np.asarray(cone.nodes, dtype=np.int64)[None, :].repeat(rest.size, 0)
+            bucket.roots.extend(rest[ok].tolist())
+            bucket.tables.append(at[ok])
+            rest = rest[~ok]
+    return [b for b in buckets.values() if b.rows >= min_rows]
 
 
-def _make_group(nodes: Sequence[tuple[str, Any]], roots: list[int], cones: list[_Cone],
-                n_params: int, n_all_params: int, root_ids: np.ndarray | None = None
-                ) -> TermGroup:
-    first = cones[0]
-    n = len(cones)
-    param_index = np.array([c.params for c in cones], dtype=np.int64).reshape(n, -1)
-    input_index = np.array([c.inputs for c in cones], dtype=np.int64).reshape(n, -1) \
-        - n_all_params
-    data = np.array([c.consts for c in cones], dtype=np.float64).reshape(n, -1)
+def _make_group(nodes: Sequence[tuple[str, Any]], bucket: _Bucket, n_params: int,
+                root_ids: np.ndarray | None = None) -> TermGroup:
+    """The row program and index tables of a bucket (its first term's walk gives the
+    positions of the param, input and constant leaves; every row's nodes there give its
+    slots and constants)."""
+    first = bucket.cone
+    at = bucket.at
+    n = bucket.rows
+    kinds = [entry[0] if isinstance(entry, tuple) else entry for entry in first.key]
+    position = {node: j for j, node in enumerate(first.nodes)}
+    param_pos = [position[_input_node(nodes, first, slot)] for slot in first.params]
+    input_pos = [position[_input_node(nodes, first, slot)] for slot in first.inputs]
+    const_pos = [position[node] for node in first.const_nodes]
+    assert all(kinds[j] == "p" for j in param_pos) and all(kinds[j] == "c" for j in const_pos)
+    leaf_nodes = at[:, param_pos + input_pos]
+    slots = np.array([nodes[i][1] for i in leaf_nodes.ravel().tolist()],
+                     dtype=np.int64).reshape(leaf_nodes.shape)
+    param_index = slots[:, :len(param_pos)].reshape(n, -1)
+    input_index = (slots[:, len(param_pos):] - n_params).reshape(n, -1)
+    const_nodes = at[:, const_pos]
+    data = np.array([nodes[i][1] for i in const_nodes.ravel().tolist()],
+                    dtype=np.float64).reshape(n, -1)
     bits = data.view(np.int64)
     keep = np.all(bits == bits[:1], axis=0)
     return TermGroup(
         program=_row_program(nodes, first, n_params, keep),
-        roots=np.array(roots if root_ids is None else root_ids, dtype=np.int64),
+        roots=np.array(bucket.roots if root_ids is None else root_ids, dtype=np.int64),
         param_index=param_index,
         input_index=input_index,
         data=np.ascontiguousarray(data[:, ~keep]),
         cone_size=first.size,
     )
+
+
+def _input_node(nodes: Sequence[tuple[str, Any]], cone: _Cone, slot: int) -> int:
+    """The node of ``cone`` reading input ``slot``."""
+    for i in cone.nodes:
+        kind, payload = nodes[i]
+        if kind == "input" and payload == slot:
+            return i
+    raise AssertionError(f"input {slot} is not in the cone")
 
 
 def find_structure(program: Program, n_diff: int | None = None, *,
@@ -364,29 +504,26 @@ def find_structure(program: Program, n_diff: int | None = None, *,
     n_diff = program.n_values if n_diff is None else n_diff
     shapes = _shapes(nodes)
     terms = _spine_terms(nodes, program.outputs[:n_diff], shapes, min_rows)
-    buckets = _group(nodes, terms, program.n_params, min_rows, min_term_size,
+    buckets = _group(program, terms, min_rows, min_term_size,
                      budget=2 * max_recompute * len(nodes), shapes=shapes)
     # largest work first; a term inside a chosen group's cone is computed there
-    buckets.sort(key=lambda b: -len(b[0]) * b[1][0].size)
-    covered: set[int] = set()
-    chosen_roots: set[int] = set()
-    chosen: list[tuple[list[int], list[_Cone]]] = []
-    for roots, cones in buckets:
-        if len(roots) * cones[0].size > max_recompute * total:
+    buckets.sort(key=lambda b: -b.rows * b.cone.size)
+    covered = np.zeros(len(nodes), dtype=bool)
+    chosen_roots = np.zeros(len(nodes), dtype=bool)
+    chosen: list[_Bucket] = []
+    for bucket in buckets:
+        if bucket.rows * bucket.cone.size > max_recompute * total:
             continue
-        if any(r in covered for r in roots) or \
-                any(i in chosen_roots for c in cones for i in c.nodes):
+        if covered[bucket.roots].any() or chosen_roots[bucket.at].any():
             continue  # nested in (or around) the terms of a group already chosen
-        for c in cones:
-            covered.update(c.nodes)
-        chosen_roots.update(roots)
-        chosen.append((roots, cones))
+        covered[bucket.at.ravel()] = True
+        chosen_roots[bucket.roots] = True
+        chosen.append(bucket)
     if not chosen:
         return None
-    chosen.sort(key=lambda b: b[0][0])  # in program order
+    chosen.sort(key=lambda b: b.roots[0])  # in program order
     n = program.n_params
-    n_all = program.n_params
-    groups = tuple(_make_group(nodes, roots, cones, n, n_all) for roots, cones in chosen)
+    groups = tuple(_make_group(nodes, bucket, n) for bucket in chosen)
     offsets: list[int] = []
     term_of: dict[int, int] = {}
     t = 0
@@ -496,13 +633,17 @@ def group_outputs(program: Program, *, min_rows: int = 1,
     output indices.
     """
     nodes = program.nodes
-    buckets: dict[tuple[object, ...], tuple[list[int], list[_Cone]]] = {}
-    shapes = _shapes(nodes)
-    for k, o in enumerate(program.outputs[:program.n_values]):
-        cone = _Cone(nodes, o, program.n_params, shapes)
-        bucket = buckets.setdefault(cone.key, ([], []))
-        bucket[0].append(k)
-        bucket[1].append(cone)
-    return [_make_group(nodes, rows, cones, program.n_params, program.n_params)
-            for rows, cones in buckets.values()
-            if len(rows) >= min_rows and cones[0].size >= min_term_size]
+    outputs = program.outputs[:program.n_values]
+    buckets = _group(program, list(dict.fromkeys(outputs)), min_rows, min_term_size,
+                     budget=float("inf"), shapes=_shapes(nodes))
+    index_of: dict[int, list[int]] = {}
+    for k, o in enumerate(outputs):
+        index_of.setdefault(o, []).append(k)
+    groups = []
+    for bucket in buckets:   # an output given twice is a row of its own each time
+        rows = [k for r in bucket.roots for k in index_of[r]]
+        repeat = [len(index_of[r]) for r in bucket.roots]
+        expanded = _Bucket(bucket.cone, [outputs[k] for k in rows],
+                           [np.repeat(bucket.at, repeat, axis=0)])
+        groups.append(_make_group(nodes, expanded, program.n_params, root_ids=np.array(rows)))
+    return groups

@@ -264,8 +264,10 @@ class _Entry:
                 for g in structure.groups]
         outer = _entry_for(structure.outer, self._part_backend, self.n_aux,
                            structured=False).kernel(deriv)
-        return StructuredKernel(structure, rows, outer, deriv, self.backend,
-                                partial(_derive, self.program, self.n_aux, kind))
+        def flat() -> Program:  # the flat program: built only if someone asks for it
+            return _derive(self.program, self.n_aux, kind)
+
+        return StructuredKernel(structure, rows, outer, deriv, self.backend, flat)
 
     def _build_kind(self, kind: str) -> Kernel:
         if self.structure is not None and kind in ("value", "deriv"):

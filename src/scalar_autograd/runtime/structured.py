@@ -35,6 +35,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -315,9 +316,13 @@ class StructuredKernel:
         scatter_words: list[np.ndarray | int] = []
         index = [np.ascontiguousarray(g.param_index, dtype=np.int64) for g in s.groups]
         inputs = [np.ascontiguousarray(g.input_index, dtype=np.int64) for g in s.groups]
+        upgrading = []  # (word, kernel): kernels still on their quick code
         for j, (g, rk) in enumerate(zip(s.groups, self.rows)):
             off = s.term_offset[j]
-            row_words += [rk.kernel.address("kernel"), g.n_rows,  # type: ignore[attr-defined]
+            kernel: Any = rk.kernel
+            if getattr(kernel, "code_level", 0) != getattr(kernel, "level", 0):
+                upgrading.append((len(row_words), kernel))
+            row_words += [kernel.current_address, g.n_rows,
                           g.param_index.shape[1], index[j], w.X[j], g.input_index.shape[1],
                           inputs[j], w.U[j], w.U[j].shape[1], w.t[off:],
                           w.D[j], rk.n_derivs_per_row, w.scratch[j]]
@@ -334,10 +339,21 @@ class StructuredKernel:
         rows = BlockCall(engine.address("rows_all"),
                          [n, x, w.xo, u, len(s.groups), row_desc, w.t, d, self._direct,
                           len(self._terms), reduction_desc], owner=keep)
+
+        def follow() -> None:
+            """Point the descriptor at each row kernel's code of the moment: the quick
+            code until the final code is installed (never waiting for it)."""
+            for word, kernel in list(upgrading):
+                row_desc[word] = kernel.current_address
+                if kernel.code_level == kernel.level:
+                    upgrading.remove((word, kernel))
+
         od = w.outer_der if self.deriv else der
         outer = self.outer.bind(w.xo, u, val, od, w.outer_scratch)
         if not self.deriv:
             def call_value() -> None:
+                if upgrading:
+                    follow()
                 rows()
                 outer()
 
@@ -348,6 +364,8 @@ class StructuredKernel:
                              reduction_desc], owner=keep)
 
         def call() -> None:
+            if upgrading:
+                follow()
             rows()
             outer()
             scatter()
