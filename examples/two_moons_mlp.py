@@ -1,11 +1,17 @@
-"""Two moons: a small MLP classifier trained with a compiled loss and Adam.
+"""Two moons: a small MLP classifier trained with a compiled per-sample loss and Adam.
 
 The two-moons data set (two interleaving half circles with Gaussian noise,
 :func:`scalar_autograd.datasets.two_moons`) is drawn from a fixed seed and
 standardised. An ``sa.MLP(2, [16, 16, 1])`` with tanh hidden units gives one logit per
-point; the loss is the mean binary cross-entropy from logits over the whole training
-set. ``sa.minimize(compiled_loss, params, method="adam")`` runs every Adam step on the
-compiled value and gradient of that graph (compiled once with ``sa.compile``).
+point; the loss is the mean binary cross-entropy from logits over the training set.
+
+The loss is written for ONE sample, its point and label as runtime inputs, and
+``sa.compile_sum`` compiles it once and sums it over the rows of the data table: the
+per-sample program (a few hundred instructions) is the row kernel of every sample,
+run in one native loop, and the result is what the whole-data-set graph would give,
+bit for bit, without building that graph (hundreds of thousands of nodes, seconds to
+build and compile). ``sa.minimize(compiled_loss, params, method="adam")`` runs every
+Adam step on it.
 
 Predictions use a second compiled function, the model's logit with the point as a
 runtime input, evaluated for many points in one native loop (``batch_values``): the
@@ -39,25 +45,25 @@ def run(quick: bool = False, plot_dir: str | None = None) -> dict[str, Any]:
         ``initial_loss``, ``n_points``, ``n_params``, ``graph_nodes``, ``steps``,
         ``status`` and ``plot``.
     """
-    count, hidden, steps = (100, [8, 8], 300) if quick else (200, [16, 16], 500)
+    count, hidden, steps = (100, [8, 8], 300) if quick else (1000, [16, 16], 500)
     points, labels = two_moons(count, noise=NOISE, seed=SEED)
     mean, std = points.mean(axis=0), points.std(axis=0)
     features = (points - mean) / std
 
     model = sa.MLP(2, [*hidden, 1], nonlinearity="tanh", seed=1)
     params = model.parameters()
-    t = time.perf_counter()
-    logits = [model.forward([float(a), float(b)])[0] for a, b in features]
-    loss = sa.binary_cross_entropy_with_logits(logits, labels.tolist())
-    build_s = time.perf_counter() - t
-    initial_loss = loss.data
-    nodes = len(sa.topological_order(loss))
+    # the loss of ONE sample: its point and label are runtime inputs
+    sample = [sa.Value(0.0, label="x0"), sa.Value(0.0, label="x1")]
+    label = sa.Value(0.0, label="label")
+    term = sa.binary_cross_entropy_with_logits(model.forward(sample), [label])
+    nodes = len(sa.topological_order(term))
     print(f"{count} two-moons points (noise {NOISE}), MLP 2-{'-'.join(map(str, hidden))}-1 "
-          f"(tanh), {len(params)} parameters")
-    print(f"loss graph over the whole set: {nodes} nodes, built in {build_s:.2f} s")
+          f"(tanh), {len(params)} parameters; the per-sample loss has {nodes} nodes")
 
     t = time.perf_counter()
-    compiled_loss = sa.compile(loss, params)
+    compiled_loss = sa.compile_sum(term, params, [*sample, label],
+                                   np.column_stack([features, labels]), reduce="mean")
+    initial_loss, _ = compiled_loss.value_and_grad([p.data for p in params])
     compile_s = time.perf_counter() - t
     t = time.perf_counter()
     result = sa.minimize(compiled_loss, params, method="adam", lr=0.01,
@@ -66,9 +72,10 @@ def run(quick: bool = False, plot_dir: str | None = None) -> dict[str, Any]:
     history = result.history or ()
     for step in range(0, steps + 1, steps // 5):
         print(f"  step {step:4d}  loss {history[step]:.5f}")
-    print(f"compiled to {compiled_loss.n_instructions} instructions "
-          f"({compiled_loss.backend}) in {compile_s:.2f} s; {steps} Adam steps in "
-          f"{train_s:.2f} s ({result.status.name})")
+    print(f"compiled ({compiled_loss.stats().row_kernels[0].rows} rows of one "
+          f"{compiled_loss.stats().row_kernels[0].instructions}-instruction kernel, "
+          f"{compiled_loss.backend}) in {compile_s:.2f} s to the first gradient; "
+          f"{steps} Adam steps in {train_s:.2f} s ({result.status.name})")
 
     # the model's logit as a compiled function of the params, the point a runtime input
     point = [sa.Value(0.0, label="x0"), sa.Value(0.0, label="x1")]
