@@ -23,6 +23,9 @@ Sections (``--sections`` picks some):
   (``bench_lsq.py``, ``nist_table.py``, ``bench_optim.py``, ``bench_guards.py``), their
   ``main`` imported and their printed tables quoted; a placeholder line names the
   script when absent.
+- ``structure``: energies that are sums of many terms of one shape, against JAX,
+  PyTorch and scipy (``bench_mesh.py``: a cloth mesh's springs and hinges;
+  ``bench_mlp.py``: a full-batch MLP loss), quoted the same way.
 
 Every peer is optional: a missing one leaves ``n/a`` in its column and a note.
 
@@ -58,7 +61,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 SECTIONS = ("seed", "latency", "large", "memory", "eager", "lsq", "optim", "jit", "batch",
-            "cache")
+            "cache", "structure")
 PEERS = {  # import name -> (display name, install hint)
     "jax": ("JAX", "pip install jax"),
     "casadi": ("CasADi", "pip install casadi"),
@@ -71,7 +74,7 @@ PEERS = {  # import name -> (display name, install hint)
 EXTERNAL = {"lsq": ("bench_lsq", "nist_table", "bench_bounds", "bench_manifolds"),
             "optim": ("bench_optim", "bench_optim_bounds", "bench_newton"),
             "jit": ("bench_guards",), "batch": ("bench_batch",),
-            "cache": ("bench_cache",)}
+            "cache": ("bench_cache",), "structure": ("bench_mesh", "bench_mlp")}
 """The other developers' scripts each section calls into, when present."""
 
 
@@ -265,6 +268,9 @@ SECTION_TITLES = {
     "lsq": "5. Least squares",
     "optim": "6. Optimisers",
     "jit": "7. sa.jit guards and thread latency",
+    "structure": "8. Sums of many terms of one shape: mesh energy, full-batch MLP",
+    "batch": "9. Batched fits and minimisations",
+    "cache": "10. The disk cache: a second process to its first gradient",
 }
 
 

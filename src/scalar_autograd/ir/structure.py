@@ -65,7 +65,7 @@ SPINE = frozenset({"sum", "mean", "add", "sub", "neg", "mul", "div"})
 MIN_ROWS = 8
 """Fewest terms of one shape worth a row kernel."""
 
-MIN_TERM_SIZE = 2
+MIN_TERM_SIZE = 1
 """Fewest instructions in a term worth a row kernel."""
 
 MAX_RECOMPUTE = 2.0
@@ -112,20 +112,32 @@ class TermGroup:
         return bool(p.shape[0] == 0 or np.all(p == p[:1]))
 
 
+TERM, PARAM, INPUT, CONST = 0, 1, 2, 3
+"""What an element of a :class:`Reduction` is: a term value, a param, a runtime input
+or a constant."""
+
+
 @dataclass(frozen=True)
 class Reduction:
-    """A sum of term values, folded left to right (as the ``sum`` op and Python's
-    ``sum()`` do) before the outer program runs.
+    """A sum folded left to right (as the ``sum`` op and Python's ``sum()`` add) before
+    the outer program runs: of terms mostly, and of params, inputs and constants (a
+    term that folded to a constant, the ``0`` Python's ``sum()`` starts from).
 
     Attributes:
-        terms: ``(k,)`` indices of the terms (into all groups' rows, in group order), in
-            the order they are added.
-        init: the value the fold starts from (``0`` of Python's ``sum()``), or ``None``
-            when it starts from the first term.
+        source: ``(k,)`` per element, :data:`TERM`, :data:`PARAM`, :data:`INPUT` or
+            :data:`CONST`, in the order they are added.
+        index: ``(k,)`` per element, the term (into all groups' rows, in group order),
+            param, input or constant (into ``constants``) it is.
+        constants: the constants' values.
     """
 
-    terms: np.ndarray
-    init: float | None
+    source: np.ndarray
+    index: np.ndarray
+    constants: np.ndarray
+
+    def of(self, kind: int) -> np.ndarray:
+        """The indices of the elements of one kind (``TERM``, ...), in order."""
+        return self.index[self.source == kind]
 
 
 @dataclass(frozen=True)
@@ -511,16 +523,24 @@ def find_structure(program: Program, n_diff: int | None = None, *,
     covered = np.zeros(len(nodes), dtype=bool)
     chosen_roots = np.zeros(len(nodes), dtype=bool)
     chosen: list[_Bucket] = []
-    for bucket in buckets:
-        if bucket.rows * bucket.cone.size > max_recompute * total:
-            continue
-        if covered[bucket.roots].any() or chosen_roots[bucket.at].any():
-            continue  # nested in (or around) the terms of a group already chosen
-        covered[bucket.at.ravel()] = True
-        chosen_roots[bucket.roots] = True
-        chosen.append(bucket)
+
+    def choose(candidates: list[_Bucket]) -> None:
+        for bucket in candidates:
+            if bucket.rows * bucket.cone.size > max_recompute * total:
+                continue
+            if covered[bucket.roots].any() or chosen_roots[bucket.at].any():
+                continue  # nested in (or around) the terms of a group already chosen
+            covered[bucket.at.ravel()] = True
+            chosen_roots[bucket.roots] = True
+            chosen.append(bucket)
+
+    choose(buckets)
     if not chosen:
         return None
+    stragglers = _stragglers(nodes, chosen_roots, min_rows)
+    if stragglers:   # a few terms of rare shapes in a sum of grouped ones
+        choose(_group(program, stragglers, 1, 1, budget=2 * max_recompute * len(nodes),
+                      shapes=shapes))
     chosen.sort(key=lambda b: b.roots[0])  # in program order
     n = program.n_params
     groups = tuple(_make_group(nodes, bucket, n) for bucket in chosen)
@@ -539,13 +559,34 @@ def find_structure(program: Program, n_diff: int | None = None, *,
 
 
 
+def _stragglers(nodes: Sequence[tuple[str, Any]], grouped: np.ndarray, min_terms: int
+                ) -> list[int]:
+    """The arguments of ``sum``/``mean`` nodes that keep them from being a
+    :class:`Reduction`: ops that are no grouped term, in a sum of at least ``min_terms``
+    grouped terms where they are at most one argument in ten. Given a row kernel of
+    their own (one per shape), they let the sum be folded natively instead of leaving
+    every term of it to the outer program."""
+    found: dict[int, None] = {}
+    for kind, payload in nodes:
+        if kind not in ("sum", "mean"):
+            continue
+        terms = sum(1 for a in payload if grouped[a])
+        if terms < min_terms:
+            continue
+        others = [a for a in payload if not grouped[a] and nodes[a][0] not in _LEAVES]
+        if others and 10 * len(others) <= len(payload):
+            found.update(dict.fromkeys(others))
+    return list(found)
+
+
 def _reductions(program: Program, term_of: dict[int, int], min_terms: int
                 ) -> dict[int, tuple[Reduction, float | None]]:
-    """The nodes that sum terms only: ``sum`` and ``mean`` nodes whose arguments are all
-    terms, and chains ``((c + t0) + t1) + ...`` (Python's ``sum()``) of at least
-    ``min_terms`` terms whose inner nodes nothing else reads. Maps each to its
+    """The sums of terms: ``sum`` and ``mean`` nodes, and chains ``((a + b) + c) + ...``
+    (Python's ``sum()``) whose inner nodes nothing else reads, whose arguments are all
+    terms or leaves, at least ``min_terms`` of them terms. Maps each to its
     :class:`Reduction` and, for a ``mean``, the count it divides by."""
     nodes = program.nodes
+    n_params = program.n_params
     uses = [0] * len(nodes)
     for kind, payload in nodes:
         if kind not in _LEAVES:
@@ -553,35 +594,60 @@ def _reductions(program: Program, term_of: dict[int, int], min_terms: int
                 uses[a] += 1
     for o in program.outputs:
         uses[o] += 1
+
+    def element(a: int) -> tuple[int, float] | None:
+        """``(source, index or value)`` of an argument, or None if it is neither a term
+        nor a leaf."""
+        t = term_of.get(a)
+        if t is not None:
+            return TERM, t
+        kind, payload = nodes[a]
+        if kind == "input":
+            return (PARAM, payload) if payload < n_params else (INPUT, payload - n_params)
+        if kind == "const":
+            return CONST, payload
+        return None
+
+    def reduction(args: list[int]) -> Reduction | None:
+        elements = [element(a) for a in args]
+        if any(e is None for e in elements):
+            return None
+        source = np.array([e[0] for e in elements], dtype=np.int64)  # type: ignore[index]
+        if np.count_nonzero(source == TERM) < min_terms:
+            return None
+        values = [e[1] for e in elements]  # type: ignore[index]
+        is_const = source == CONST
+        index = np.array([v if not c else 0 for v, c in zip(values, is_const.tolist())],
+                         dtype=np.int64)
+        index[is_const] = np.arange(int(is_const.sum()))
+        constants = np.array([v for v, c in zip(values, is_const.tolist()) if c],
+                             dtype=np.float64)
+        return Reduction(source, index, constants)
+
     found: dict[int, tuple[Reduction, float | None]] = {}
     chained: set[int] = set()
     for i in range(len(nodes) - 1, -1, -1):
         kind, payload = nodes[i]
-        if kind in ("sum", "mean") and len(payload) >= min_terms \
-                and all(a in term_of for a in payload):
-            found[i] = (Reduction(np.array([term_of[a] for a in payload], dtype=np.int64),
-                                  None), float(len(payload)) if kind == "mean" else None)
+        if kind in ("sum", "mean"):
+            r = reduction(list(payload))
+            if r is not None:
+                found[i] = (r, float(len(payload)) if kind == "mean" else None)
         elif kind == "add" and i not in chained and payload[1] in term_of:
-            terms = []
+            args = []
             j = i
             while True:  # down the left spine of a chain of adds
-                kind_j, (left, right) = nodes[j]
-                terms.append(term_of[right])
+                left, right = nodes[j][1]
+                args.append(right)
                 chained.add(j)
-                if left in term_of:
-                    terms.append(term_of[left])
-                    init = None
-                    break
                 kind_l, payload_l = nodes[left]
-                if kind_l == "const":
-                    init = float(payload_l)
-                    break
-                if kind_l != "add" or uses[left] != 1 or payload_l[1] not in term_of:
-                    terms = []
-                    break
-                j = left
-            if len(terms) >= min_terms:
-                found[i] = (Reduction(np.array(terms[::-1], dtype=np.int64), init), None)
+                if kind_l == "add" and uses[left] == 1 and left not in term_of:
+                    j = left
+                    continue
+                args.append(left)
+                break
+            r = reduction(args[::-1])
+            if r is not None:
+                found[i] = (r, None)
     return found
 
 

@@ -457,8 +457,13 @@ class CompiledFunction:
 
     @property
     def n_instructions(self) -> int:
-        """Instructions in the lowered value-and-derivative program."""
-        return self._entry.deriv_kernel().program.n_instructions
+        """Instructions in the lowered value-and-derivative program (for a program with
+        repeated terms, in its parts: each row kernel once and the outer kernel)."""
+        kernel = self._entry.deriv_kernel()
+        if isinstance(kernel, StructuredKernel):
+            return sum(k.kernel.program.n_instructions for k in kernel.rows) \
+                + kernel.outer.program.n_instructions
+        return kernel.program.n_instructions
 
     def to_c(self, name: str) -> str:
         """A self-contained C99 source of this function (see
@@ -1213,7 +1218,8 @@ def compile_sum(term: Value, params: Sequence[Value], inputs: Sequence[Value], d
         total = b.emit("div", (total, b.const(float(count))))
     structure = Structure(b.build([total], n_values=1), (group,), (0,),
                           np.zeros(0, dtype=np.int64),
-                          (Reduction(np.arange(count, dtype=np.int64), None),), n)
+                          (Reduction(np.zeros(count, dtype=np.int64),
+                                     np.arange(count, dtype=np.int64), np.zeros(0)),), n)
     entry = _RowsEntry(structure, backend, partial(_flat_rows, row, table, reduce == "mean"),
                        row.n_instructions * count)
     f = CompiledFunction(entry, param_list, requested_backend=backend)

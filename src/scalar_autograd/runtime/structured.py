@@ -41,8 +41,16 @@ import numpy as np
 
 from scalar_autograd.backends.base import Kernel
 from scalar_autograd.ir.program import Program
-from scalar_autograd.ir.structure import Structure, TermGroup
-from scalar_autograd.native.abi import BlockCall, address_block
+from scalar_autograd.ir.structure import (
+    CONST,
+    INPUT,
+    PARAM,
+    TERM,
+    Reduction,
+    Structure,
+    TermGroup,
+)
+from scalar_autograd.native.abi import BlockCall, address, address_block
 from scalar_autograd.native.engine import NativeEngine
 from scalar_autograd.native.structured import Code
 
@@ -53,11 +61,12 @@ ROW_WORDS = ("kernel", "n_rows", "n_slots", "param_index", "X", "n_in", "input_i
 SCATTER_WORDS = ("n_rows", "n_slots", "param_index", "D", "dt")
 """A group's words in the descriptor ``@scatter_all`` reads."""
 
-REDUCTION_WORDS = ("count", "terms", "has_init", "init")
-"""A reduction's words (``init`` points to one double)."""
+REDUCTION_WORDS = ("count", "values", "adjoints")
+"""A reduction's words: its element count, the address of each element's value (a
+term, a param, an input, a constant) and where each element's adjoint is added (a
+term's ``dt``, a param's gradient, a sink for inputs and constants)."""
 
-_INT_WORDS = frozenset({"n_rows", "n_slots", "n_in", "u_stride", "d_stride", "count",
-                        "has_init"})
+_INT_WORDS = frozenset({"n_rows", "n_slots", "n_in", "u_stride", "d_stride", "count"})
 
 
 def _words(c: Code, names: Sequence[str], desc: str, k: str) -> dict[str, str]:
@@ -65,6 +74,13 @@ def _words(c: Code, names: Sequence[str], desc: str, k: str) -> dict[str, str]:
     block = c.gep("i64", desc, c.i("*", k, str(len(names))))
     return {name: c.arg(j, "i64" if name in _INT_WORDS else "ptr", block)
             for j, name in enumerate(names)}
+
+
+def _pointer(c: Code, table: str, j: str) -> str:
+    """Entry ``j`` of an int64 table of addresses, as a pointer."""
+    p = c.fresh("ptr")
+    c.emit(f"{p} = inttoptr i64 {c.load('i64', table, j)} to ptr")
+    return p
 
 
 def _rows_all() -> str:
@@ -100,17 +116,10 @@ def _rows_all() -> str:
         c.store(c.load("double", t, c.load("i64", direct, k)), xo, c.i("+", n, k))
     with c.for_("0", n_reductions) as k:
         w = _words(c, REDUCTION_WORDS, reduction_desc, k)
-        acc = c.var()
-        start = c.var("i64")
-        with c.if_(c.icmp("!=", w["has_init"], "0")):
-            c.set(acc, c.load("double", w["init"], "0"))
-            c.iset(start, "0")
-        with c.else_():
-            c.set(acc, c.load("double", t, c.load("i64", w["terms"], "0")))
-            c.iset(start, "1")
-        with c.for_(c.iget(start), w["count"]) as j:
-            term = c.load("double", t, c.load("i64", w["terms"], j))
-            c.set(acc, c.f("+", c.get(acc), term))
+        acc = c.var(init=c.load("double", _pointer(c, w["values"], "0"), "0"))
+        with c.for_("1", w["count"]) as j:
+            element = c.load("double", _pointer(c, w["values"], j), "0")
+            c.set(acc, c.f("+", c.get(acc), element))
         c.store(c.get(acc), xo, c.i("+", c.i("+", n, n_direct), k))
     return c.function("rows_all")
 
@@ -139,8 +148,8 @@ def _scatter_all() -> str:
         w = _words(c, REDUCTION_WORDS, reduction_desc, k)
         adjoint = c.load("double", od, c.i("+", c.i("+", n, n_direct), k))
         with c.for_("0", w["count"]) as j:
-            q = c.load("i64", w["terms"], j)
-            c.store(c.f("+", c.load("double", dt, q), adjoint), dt, q)
+            target = _pointer(c, w["adjoints"], j)
+            c.store(c.f("+", c.load("double", target, "0"), adjoint), target, "0")
     with c.for_("0", n_groups) as g:
         w = _words(c, SCATTER_WORDS, scatter_desc, g)
         with c.for_("0", w["n_rows"]) as r:
@@ -184,6 +193,7 @@ class _Work:
         self.scratch = [np.zeros(max(k.kernel.n_scratch, 1)) for k in kernel.rows]
         self.outer_der = np.zeros(kernel.outer_derivs)
         self.outer_scratch = np.zeros(max(kernel.outer.n_scratch, 1))
+        self.sink = np.zeros(1)   # where the adjoints of inputs and constants go
 
 
 @dataclass(frozen=True)
@@ -222,10 +232,8 @@ class StructuredKernel:
         self.outer_derivs = structure.outer.n_params if deriv else structure.outer.n_derivs
         self.n_params = structure.n_params
         self._direct = np.ascontiguousarray(structure.direct, dtype=np.int64)
-        self._terms = [np.ascontiguousarray(r.terms, dtype=np.int64)
-                       for r in structure.reductions]
-        self._inits = [np.array([0.0 if r.init is None else r.init])
-                       for r in structure.reductions]
+        self._constants = [np.ascontiguousarray(r.constants, dtype=np.float64)
+                           for r in structure.reductions]
 
     @property
     def program(self) -> Program:
@@ -263,8 +271,10 @@ class StructuredKernel:
         xo[:n] = x
         d = self._direct.shape[0]
         xo[n:n + d] = t[self._direct]
-        for k, (terms, r) in enumerate(zip(self._terms, s.reductions)):
-            values = t[terms] if r.init is None else np.concatenate([[r.init], t[terms]])
+        for k, r in enumerate(s.reductions):
+            values = np.empty(r.source.shape[0])
+            for kind, source in ((TERM, t), (PARAM, x), (INPUT, u), (CONST, r.constants)):
+                values[r.source == kind] = source[r.of(kind)]
             xo[n + d + k] = np.add.accumulate(values)[-1]   # left to right
         od = w.outer_der if self.deriv else der
         self.outer.run(xo, u, val, od, w.outer_scratch)
@@ -274,8 +284,9 @@ class StructuredKernel:
         dt = w.dt
         dt[:] = 0.0
         np.add.at(dt, self._direct, od[n:n + d])
-        for k, terms in enumerate(self._terms):
-            np.add.at(dt, terms, od[n + d + k])
+        for k, r in enumerate(s.reductions):
+            np.add.at(dt, r.of(TERM), od[n + d + k])
+            np.add.at(der, r.of(PARAM), od[n + d + k])
         for j, g in enumerate(s.groups):
             off = s.term_offset[j]
             _scatter(der, g, w.D[j], dt[off:off + g.n_rows])
@@ -329,16 +340,20 @@ class StructuredKernel:
             scatter_words += [g.n_rows, g.param_index.shape[1], index[j], w.D[j],
                               w.dt[off:]]
         reduction_words: list[np.ndarray | int] = []
-        for terms, init, r in zip(self._terms, self._inits, s.reductions):
-            reduction_words += [terms.shape[0], terms, int(r.init is not None), init]
+        tables = []
+        for r, constants in zip(s.reductions, self._constants):
+            values, adjoints = _element_addresses(r, w, x, u, der, constants)
+            tables += [values, adjoints]
+            reduction_words += [r.source.shape[0], values, adjoints]
         row_desc = address_block(row_words)
         scatter_desc = address_block(scatter_words)
         reduction_desc = address_block(reduction_words or [0])
-        keep = (engine, self, index, inputs, w, row_desc, scatter_desc, reduction_desc)
+        keep = (engine, self, index, inputs, w, row_desc, scatter_desc, reduction_desc,
+                tables, x, u, der)
         d = self._direct.shape[0]
         rows = BlockCall(engine.address("rows_all"),
                          [n, x, w.xo, u, len(s.groups), row_desc, w.t, d, self._direct,
-                          len(self._terms), reduction_desc], owner=keep)
+                          len(s.reductions), reduction_desc], owner=keep)
 
         def follow() -> None:
             """Point the descriptor at each row kernel's code of the moment: the quick
@@ -360,7 +375,7 @@ class StructuredKernel:
             return call_value
         scatter = BlockCall(engine.address("scatter_all"),
                             [n, w.outer_der, der, len(s.groups), scatter_desc, w.dt,
-                             w.dt.shape[0], d, self._direct, len(self._terms),
+                             w.dt.shape[0], d, self._direct, len(s.reductions),
                              reduction_desc], owner=keep)
 
         def call() -> None:
@@ -371,6 +386,25 @@ class StructuredKernel:
             scatter()
 
         return call
+
+
+def _element_addresses(r: Reduction, w: _Work, x: np.ndarray, u: np.ndarray,
+                       der: np.ndarray, constants: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The address of each element of ``r`` (its value) and of where its adjoint goes
+    (a term's ``dt``, a param's gradient; inputs and constants: a sink)."""
+    item = 8
+    base = {TERM: (w.t, w.dt), PARAM: (x, der), INPUT: (u, w.sink),
+            CONST: (constants, w.sink)}
+    values = np.zeros(r.source.shape[0], dtype=np.int64)
+    adjoints = np.zeros(r.source.shape[0], dtype=np.int64)
+    for kind, (value, adjoint) in base.items():
+        chosen = r.source == kind
+        if chosen.any():
+            values[chosen] = address(value) + item * r.index[chosen]
+            adjoints[chosen] = address(adjoint) + (
+                0 if adjoint is w.sink else item * r.index[chosen])
+    return values, adjoints
 
 
 def _scatter(der: np.ndarray, g: TermGroup, D: np.ndarray, dt: np.ndarray) -> None:
