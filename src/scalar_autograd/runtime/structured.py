@@ -55,8 +55,11 @@ from scalar_autograd.native.engine import NativeEngine
 from scalar_autograd.native.structured import Code
 
 ROW_WORDS = ("kernel", "n_rows", "n_slots", "param_index", "X", "n_in", "input_index",
-             "U", "u_stride", "t", "D", "d_stride", "scratch")
-"""A group's words in the descriptor ``@rows_all`` reads (in this order)."""
+             "U", "u_stride", "t", "D", "d_stride", "scratch", "uniform", "accumulate")
+"""A group's words in the descriptor ``@rows_all`` reads (in this order). ``uniform``:
+every row reads the same params (gathered once); ``accumulate``: 0, or the address of
+``n_slots`` doubles that receive the sum of the rows' gradients (``D`` is then one row,
+reused): for a group whose rows all feed one sum, so share one adjoint."""
 
 SCATTER_WORDS = ("n_rows", "n_slots", "param_index", "D", "dt")
 """A group's words in the descriptor ``@scatter_all`` reads."""
@@ -66,7 +69,8 @@ REDUCTION_WORDS = ("count", "values", "adjoints")
 term, a param, an input, a constant) and where each element's adjoint is added (a
 term's ``dt``, a param's gradient, a sink for inputs and constants)."""
 
-_INT_WORDS = frozenset({"n_rows", "n_slots", "n_in", "u_stride", "d_stride", "count"})
+_INT_WORDS = frozenset({"n_rows", "n_slots", "n_in", "u_stride", "d_stride", "count",
+                        "uniform", "accumulate"})
 
 
 def _words(c: Code, names: Sequence[str], desc: str, k: str) -> dict[str, str]:
@@ -96,11 +100,19 @@ def _rows_all() -> str:
     n_reductions, reduction_desc = c.arg(9, "i64"), c.arg(10, "ptr")
     with c.for_("0", n_groups) as g:
         w = _words(c, ROW_WORDS, row_desc, g)
+        summing = c.icmp("!=", w["accumulate"], "0")
+        total = c.fresh("total")
+        c.emit(f"{total} = inttoptr i64 {w['accumulate']} to ptr")
+        with c.if_(summing):
+            with c.for_("0", w["n_slots"]) as j:
+                c.store(c.const(0.0), total, j)
         with c.for_("0", w["n_rows"]) as r:
             base = c.i("*", r, w["n_slots"])
-            with c.for_("0", w["n_slots"]) as j:
-                p = c.load("i64", w["param_index"], c.i("+", base, j))
-                c.store(c.load("double", x, p), w["X"], j)
+            with c.if_(c.logic("or", c.icmp("==", w["uniform"], "0"),
+                               c.icmp("==", r, "0"))):
+                with c.for_("0", w["n_slots"]) as j:
+                    p = c.load("i64", w["param_index"], c.i("+", base, j))
+                    c.store(c.load("double", x, p), w["X"], j)
             row_u = c.gep("double", w["U"], c.i("*", r, w["u_stride"]))
             in_base = c.i("*", r, w["n_in"])
             with c.for_("0", w["n_in"]) as j:
@@ -110,6 +122,10 @@ def _rows_all() -> str:
                                  ("ptr", c.gep("double", w["t"], r)),
                                  ("ptr", c.gep("double", w["D"], c.i("*", r, w["d_stride"]))),
                                  ("ptr", w["scratch"])])
+            with c.if_(summing):
+                with c.for_("0", w["n_slots"]) as j:
+                    c.store(c.f("+", c.load("double", total, j),
+                                c.load("double", w["D"], j)), total, j)
     with c.for_("0", n) as i:
         c.store(c.load("double", x, i), xo, i)
     with c.for_("0", n_direct) as k:
@@ -194,6 +210,7 @@ class _Work:
         self.outer_der = np.zeros(kernel.outer_derivs)
         self.outer_scratch = np.zeros(max(kernel.outer.n_scratch, 1))
         self.sink = np.zeros(1)   # where the adjoints of inputs and constants go
+        self.totals: list[np.ndarray] = []   # summed gradients (see _summed_groups)
 
 
 @dataclass(frozen=True)
@@ -328,17 +345,25 @@ class StructuredKernel:
         index = [np.ascontiguousarray(g.param_index, dtype=np.int64) for g in s.groups]
         inputs = [np.ascontiguousarray(g.input_index, dtype=np.int64) for g in s.groups]
         upgrading = []  # (word, kernel): kernels still on their quick code
+        summed = _summed_groups(s) if self.deriv else [False] * len(s.groups)
         for j, (g, rk) in enumerate(zip(s.groups, self.rows)):
             off = s.term_offset[j]
             kernel: Any = rk.kernel
             if getattr(kernel, "code_level", 0) != getattr(kernel, "level", 0):
                 upgrading.append((len(row_words), kernel))
+            total = np.zeros(g.param_index.shape[1]) if summed[j] else None
+            if total is not None:
+                w.D[j] = np.zeros((1, rk.n_derivs_per_row))   # one row, reused
+                w.totals.append(total)
             row_words += [kernel.current_address, g.n_rows,
                           g.param_index.shape[1], index[j], w.X[j], g.input_index.shape[1],
                           inputs[j], w.U[j], w.U[j].shape[1], w.t[off:],
-                          w.D[j], rk.n_derivs_per_row, w.scratch[j]]
-            scatter_words += [g.n_rows, g.param_index.shape[1], index[j], w.D[j],
-                              w.dt[off:]]
+                          w.D[j], 0 if total is not None else rk.n_derivs_per_row,
+                          w.scratch[j], int(g.uniform_params),
+                          0 if total is None else address(total)]
+            scatter_words += [1, g.param_index.shape[1], index[j], total, w.dt[off:]] \
+                if total is not None else \
+                [g.n_rows, g.param_index.shape[1], index[j], w.D[j], w.dt[off:]]
         reduction_words: list[np.ndarray | int] = []
         tables = []
         for r, constants in zip(s.reductions, self._constants):
@@ -386,6 +411,26 @@ class StructuredKernel:
             scatter()
 
         return call
+
+
+def _summed_groups(s: Structure) -> list[bool]:
+    """Per group: its rows all read the same params and each is one element of the same
+    reduction, read nowhere else; so every row's adjoint is that reduction's, and the
+    rows' gradients can be summed as they are computed (a network's loss over samples)
+    instead of kept row by row for the scatter."""
+    uses = np.zeros(s.n_terms, dtype=np.int64)
+    owner = np.full(s.n_terms, -1, dtype=np.int64)
+    for k, r in enumerate(s.reductions):
+        terms = r.of(TERM)
+        np.add.at(uses, terms, 1)
+        owner[terms] = k
+    np.add.at(uses, s.direct, 2)
+    summed = []
+    for j, g in enumerate(s.groups):
+        rows = slice(s.term_offset[j], s.term_offset[j] + g.n_rows)
+        summed.append(bool(g.uniform_params and g.n_rows > 1 and (uses[rows] == 1).all()
+                           and (owner[rows] == owner[rows.start]).all()))
+    return summed
 
 
 def _element_addresses(r: Reduction, w: _Work, x: np.ndarray, u: np.ndarray,
