@@ -322,7 +322,7 @@ def test_deep_chain_of_a_hundred_thousand_nodes_compiles():
     assert abs(grad[0] - 1.0000001**100_000) < 1e-9
 
 
-def test_group_residuals_keep_uniform_pow_exponents_as_constants():
+def test_group_residuals_keep_pow_exponents_as_constants():
     from scalar_autograd.runtime import group_residuals
 
     c = sa.Value(0.0)
@@ -331,14 +331,18 @@ def test_group_residuals_keep_uniform_pow_exponents_as_constants():
     squares = group_residuals([(c - xi) ** 2 for xi in xs], [c])
     assert len(squares) == 1 and squares[0].data.shape == (4, 1)
     np.testing.assert_array_equal(squares[0].data[:, 0], xs)
-    # exponents differing between rows (one structure): they stay per-row data
+    # an exponent is structural: rows with different exponents are different groups,
+    # each with its exponent compiled in (x ** 2.0 is x * x)
     exps = [2.0, 3.0, 2.0, 0.5]
     mixed = group_residuals([(c - xi) ** e for xi, e in zip(xs, exps)], [c])
-    assert len(mixed) == 1 and mixed[0].data.shape == (4, 2)
+    assert sorted(g.rows.tolist() for g in mixed) == [[0, 2], [1], [3]]
+    # x_i is per-row data where rows differ; a group of one row compiles it in
+    assert all(g.data.shape[1] == (1 if g.rows.size > 1 else 0) for g in mixed)
     at = -1.5                                       # not the traced point (0)
-    for groups, powers in ((squares, [2.0] * 4), (mixed, exps)):
-        values, jac = groups[0].jacobian(np.array([at]))
-        for k, row in enumerate(groups[0].rows):
+    for group in (*squares, *mixed):
+        values, jac = group.jacobian(np.array([at]))
+        powers = [2.0] * 4 if group is squares[0] else exps
+        for k, row in enumerate(group.rows):
             base, e = at - xs[row], powers[row]
             if base < 0 and e != int(e):                # C99 pow: nan, as eager
                 assert math.isnan(values[k])

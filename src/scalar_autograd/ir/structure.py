@@ -175,9 +175,14 @@ class Structure:
 
 
 class _Cone:
-    """One term's canonical walk: its key, leaves in first-use order and constants."""
+    """One term's canonical walk: its key, leaves in first-use order and constants.
 
-    __slots__ = ("key", "params", "inputs", "consts", "const_nodes", "size", "nodes")
+    A constant is a leaf of its own at each use (the program shares equal constants
+    between unrelated uses: a data value 2.0 and an exponent 2.0 are one node), so two
+    terms differing only in their data have one key."""
+
+    __slots__ = ("key", "params", "inputs", "consts", "const_nodes", "size", "nodes",
+                 "const_positions")
 
     def __init__(self, nodes: Sequence[tuple[str, Any]], root: int, n_params: int,
                  shapes: Sequence[int]) -> None:
@@ -188,8 +193,17 @@ class _Cone:
         consts: list[float] = []
         const_nodes: list[int] = []
         order: list[int] = []
+        const_positions: list[int] = []
         size = 0
-        stack = [root]
+        if nodes[root][0] == "const":
+            stack = []
+            key.append("c")
+            consts.append(nodes[root][1])
+            const_nodes.append(root)
+            const_positions.append(0)
+            order.append(root)
+        else:
+            stack = [root]
         while stack:
             i = stack[-1]
             if i in position:
@@ -201,19 +215,26 @@ class _Cone:
                 table = params if slot < n_params else inputs
                 local = table.setdefault(slot, len(table))
                 key.append(("p" if slot < n_params else "u", local))
-            elif kind == "const":
-                key.append("c")
-                consts.append(payload)
-                const_nodes.append(i)
             else:
                 args = payload
                 if kind in COMMUTATIVE and shapes[args[0]] > shapes[args[1]]:
                     args = (args[1], args[0])
-                pending = [a for a in args if a not in position]
+                pending = [a for a in args if a not in position and nodes[a][0] != "const"]
                 if pending:
                     stack.extend(reversed(pending))
                     continue
-                where = tuple([position[a] for a in args])
+                where_list = []
+                for a in args:
+                    if nodes[a][0] == "const":   # a leaf of its own at each use
+                        where_list.append(len(order))
+                        key.append("c")
+                        consts.append(nodes[a][1])
+                        const_nodes.append(a)
+                        const_positions.append(len(order))
+                        order.append(a)
+                    else:
+                        where_list.append(position[a])
+                where = tuple(where_list)
                 if kind == "pow" and nodes[args[1]][0] == "const":
                     key.append((kind, where, const_key(nodes[args[1]][1])))
                 else:
@@ -227,6 +248,7 @@ class _Cone:
         self.inputs = list(inputs)
         self.consts = consts
         self.const_nodes = const_nodes
+        self.const_positions = const_positions
         self.size = size
         self.nodes = order
 
@@ -281,30 +303,31 @@ def _spine_terms(nodes: Sequence[tuple[str, Any]], outputs: Sequence[int],
     return list(terms)
 
 
-def _row_program(nodes: Sequence[tuple[str, Any]], cone: _Cone, n_params: int,
-                 keep: np.ndarray) -> Program:
-    """The row program of a group from its first term's cone (see the module doc)."""
+def _row_program(cone: _Cone, keep: np.ndarray) -> Program:
+    """The row program of a group from its first term's walk (see the module doc): its
+    key spelled out, constants kept where ``keep`` (equal in every row), the others
+    read from per-row inputs."""
     s_p, s_u = len(cone.params), len(cone.inputs)
     n_lifted = int(np.count_nonzero(~keep))
     b = Builder(s_p, s_u + n_lifted)
     for slot in range(s_p + s_u + n_lifted):
         b.input(slot)
-    local_p = {slot: j for j, slot in enumerate(cone.params)}
-    local_u = {slot: s_p + j for j, slot in enumerate(cone.inputs)}
-    const_column = {node: j for j, node in enumerate(cone.const_nodes)}
-    lifted_slot = np.cumsum(~keep) - 1 + s_p + s_u
-    ids: dict[int, int] = {}
-    for i in cone.nodes:
-        kind, payload = nodes[i]
-        if kind == "input":
-            slot = payload
-            ids[i] = b.input(local_p[slot] if slot < n_params else local_u[slot])
-        elif kind == "const":
-            j = const_column[i]
-            ids[i] = b.const(payload) if keep[j] else b.input(int(lifted_slot[j]))
+    lifted_slot = (np.cumsum(~keep) - 1 + s_p + s_u).tolist()
+    ids: list[int] = []
+    j = 0
+    entry: Any
+    for entry in cone.key:
+        if entry == "c":
+            value = cone.consts[j]
+            ids.append(b.const(value) if keep[j] else b.input(lifted_slot[j]))
+            j += 1
+        elif entry[0] == "p":
+            ids.append(b.input(entry[1]))
+        elif entry[0] == "u":
+            ids.append(b.input(s_p + entry[1]))
         else:
-            ids[i] = b.emit(kind, tuple([ids[a] for a in payload]))
-    return b.build([ids[cone.nodes[-1]]], n_values=1)
+            ids.append(b.emit(entry[0], tuple([ids[a] for a in entry[1]])))
+    return b.build([ids[-1]], n_values=1)
 
 
 class _Arrays:
@@ -384,7 +407,9 @@ def _match(arrays: _Arrays, cone: _Cone, roots: np.ndarray, n_params: int
                  if isinstance(entry, tuple) and len(entry) == 3]
     if exponents:
         ok &= (arrays.bits[at[:, exponents]] == arrays.bits[template[exponents]]).all(axis=1)
-    ordered = np.sort(at, axis=1)
+    distinct = np.ones(size, dtype=bool)
+    distinct[cone.const_positions] = False   # a constant is a leaf of its own per use
+    ordered = np.sort(at[:, distinct], axis=1)
     ok &= (ordered[:, 1:] != ordered[:, :-1]).all(axis=1)
     return ok, at
 
@@ -460,39 +485,31 @@ def _make_group(nodes: Sequence[tuple[str, Any]], bucket: _Bucket, n_params: int
     first = bucket.cone
     at = bucket.at
     n = bucket.rows
-    kinds = [entry[0] if isinstance(entry, tuple) else entry for entry in first.key]
-    position = {node: j for j, node in enumerate(first.nodes)}
-    param_pos = [position[_input_node(nodes, first, slot)] for slot in first.params]
-    input_pos = [position[_input_node(nodes, first, slot)] for slot in first.inputs]
-    const_pos = [position[node] for node in first.const_nodes]
-    assert all(kinds[j] == "p" for j in param_pos) and all(kinds[j] == "c" for j in const_pos)
+    param_pos = [0] * len(first.params)
+    input_pos = [0] * len(first.inputs)
+    for position, entry in enumerate(first.key):
+        if isinstance(entry, tuple) and entry[0] == "p":
+            param_pos[entry[1]] = position
+        elif isinstance(entry, tuple) and entry[0] == "u":
+            input_pos[entry[1]] = position
     leaf_nodes = at[:, param_pos + input_pos]
     slots = np.array([nodes[i][1] for i in leaf_nodes.ravel().tolist()],
                      dtype=np.int64).reshape(leaf_nodes.shape)
     param_index = slots[:, :len(param_pos)].reshape(n, -1)
     input_index = (slots[:, len(param_pos):] - n_params).reshape(n, -1)
-    const_nodes = at[:, const_pos]
+    const_nodes = at[:, first.const_positions]
     data = np.array([nodes[i][1] for i in const_nodes.ravel().tolist()],
                     dtype=np.float64).reshape(n, -1)
     bits = data.view(np.int64)
     keep = np.all(bits == bits[:1], axis=0)
     return TermGroup(
-        program=_row_program(nodes, first, n_params, keep),
+        program=_row_program(first, keep),
         roots=np.array(bucket.roots if root_ids is None else root_ids, dtype=np.int64),
         param_index=param_index,
         input_index=input_index,
         data=np.ascontiguousarray(data[:, ~keep]),
         cone_size=first.size,
     )
-
-
-def _input_node(nodes: Sequence[tuple[str, Any]], cone: _Cone, slot: int) -> int:
-    """The node of ``cone`` reading input ``slot``."""
-    for i in cone.nodes:
-        kind, payload = nodes[i]
-        if kind == "input" and payload == slot:
-            return i
-    raise AssertionError(f"input {slot} is not in the cone")
 
 
 def find_structure(program: Program, n_diff: int | None = None, *,

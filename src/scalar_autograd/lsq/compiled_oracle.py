@@ -207,7 +207,6 @@ class CompiledOracle:
         self.max_specializations = max_specializations
         # None: by the first specialisation's density, then kept for every other
         self._sparse = sparse_for(linear_solver)
-        self._baked: dict[int, float] = {}
         self._u = np.array([v.data for v in self.inputs], dtype=float)
         residuals, guards = self._trace()
         self.m = len(residuals)
@@ -222,22 +221,11 @@ class CompiledOracle:
 
     # ------------------------------------------------------------------ inputs
     def refresh_inputs(self) -> None:
-        """Read the inputs' ``.data`` into every compiled specialisation (no trace),
-        unless an input compiled in as a constant (a ``**`` exponent) changed: then
-        ``residual_fn`` is traced again at the params' current ``.data``."""
+        """Read the inputs' ``.data`` into every compiled specialisation (no trace: the
+        inputs are never compiled in as constants)."""
         if not self.inputs:
             return
         u = np.array([v.data for v in self.inputs], dtype=float)
-        if any(not _same(u[i], value) for i, value in self._baked.items()):
-            self._baked = {}
-            self._u = u
-            residuals, guards = self._trace()
-            if len(residuals) != self.m:
-                raise ValueError(
-                    f"residual_fn must return the same number of residuals every call; "
-                    f"first {self.m}, now {len(residuals)}")
-            self._start(residuals, guards)
-            return
         if np.array_equal(u, self._u, equal_nan=True):
             return
         self._u = u
@@ -259,7 +247,7 @@ class CompiledOracle:
         params = self.params
         with gc_paused():          # many small graphs: see graph.gc_paused
             constant_rows = [i for i, r in enumerate(residuals) if not r.requires_grad]
-            groups = group_residuals(residuals, params)
+            groups = group_residuals(residuals, params, self.inputs)
             single = self._single_kernel(residuals, groups)
             if single is not None:
                 blocks, slots = single
@@ -273,58 +261,20 @@ class CompiledOracle:
     def _grouped(self, residuals: list[Value], groups: list[ResidualGroup]
                  ) -> tuple[list[KernelBlock], list[_InputSlots]]:
         """One kernel block per group of structurally identical residuals, and where
-        the inputs sit in their data."""
+        the runtime inputs sit in their data (the first columns: ``input_index``)."""
         blocks: list[KernelBlock] = []
         slots: list[_InputSlots] = []
-        input_of = {id(v): i for i, v in enumerate(self.inputs)}
-        param_ids = {id(p) for p in self.params}
         for g in groups:
             rows = np.asarray(g.rows, dtype=np.int64).reshape(-1, 1)
-            index = np.asarray(g.param_index, dtype=np.int64).reshape(rows.shape[0], -1)
-            data = np.array(g.data, dtype=float).reshape(rows.shape[0], -1)
-            block = KernelBlock(g.function, rows, index, data)
+            data = np.array(g.row_inputs(self._u), dtype=float).reshape(rows.shape[0], -1)
+            block = KernelBlock(g.function, rows, g.param_index, data)
             blocks.append(block)
-            if input_of:
-                slot = self._input_slots(residuals, g, block, input_of, param_ids)
-                if slot is not None:
-                    slots.append(slot)
+            width, reads = data.shape[1], g.input_index.shape[1]
+            if reads:
+                positions = (np.arange(rows.shape[0])[:, None] * width
+                             + np.arange(reads)[None, :]).reshape(-1)
+                slots.append(_InputSlots(block, positions, g.input_index.reshape(-1)))
         return blocks, slots
-
-    def _input_slots(self, residuals: list[Value], g: ResidualGroup, block: KernelBlock,
-                     input_of: dict[int, int], param_ids: set[int]) -> _InputSlots | None:
-        """Where the inputs sit in a group's data (the lifted leaves of each row, in the
-        order :func:`~scalar_autograd.runtime.group_residuals` lifts them: the
-        post-order of the row's residual); inputs kept as constants are remembered."""
-        leaves = [[node for node in post_order([residuals[int(row)]])
-                   if node.op is None and id(node) not in param_ids] for row in g.rows]
-        which = np.array([[input_of.get(id(leaf), -1) for leaf in row] for row in leaves],
-                         dtype=np.int64).reshape(len(leaves), -1)
-        if not np.any(which >= 0):
-            return None
-        width = which.shape[1]
-        if width != block.data.shape[1]:
-            # columns kept as constants: pow exponents equal in every row (grouping's
-            # rule); an input among them is compiled in
-            first = residuals[int(g.rows[0])]
-            exponents = {id(node.args[1]) for node in post_order([first])
-                         if node.op is not None and node.op.name == "pow"}
-            values = np.array([[leaf.data for leaf in row] for row in leaves], dtype=float)
-            bits = values.view(np.int64)
-            uniform = np.all(bits == bits[:1], axis=0)
-            keep = np.array([bool(uniform[j]) and id(leaves[0][j]) in exponents
-                             for j in range(width)], dtype=bool)
-            if width - int(np.count_nonzero(keep)) != block.data.shape[1]:
-                # not grouping's rule after all: every input counts as compiled in
-                for i, v in enumerate(self.inputs):
-                    self._baked[i] = v.data
-                return None
-            for i in np.unique(which[:, keep]).tolist():
-                if i >= 0:
-                    self._baked[i] = self.inputs[i].data
-            which = which[:, ~keep]
-        flat = which.reshape(-1)
-        positions = np.flatnonzero(flat >= 0)
-        return _InputSlots(block, positions, flat[positions])
 
     def _single_kernel(self, residuals: list[Value], groups: list[ResidualGroup]
                        ) -> tuple[list[KernelBlock], list[_InputSlots]] | None:
