@@ -7,32 +7,40 @@ them in a traced :class:`~scalar_autograd.ir.program.Program`:
 1. **Terms.** From each differentiated output, the walk descends through the
    *reduction spine* (``sum``, ``mean``, ``add``, ``sub``, ``neg``, and ``mul`` or
    ``div`` with one of those as an argument, as in ``0.5 * sum(...)``); every argument
-   of a spine node that is neither a spine node nor a leaf is a term.
-   (With :func:`group_outputs`, the outputs themselves are the terms: residuals.)
+   of a spine node that is neither a spine node nor a leaf is a term, and so is a spine
+   node whose shape repeats (a per-sample ``a - b``). With :func:`group_outputs`, the
+   outputs themselves are the terms: residuals.
 2. **Shapes.** Each term's *cone* (every node it reads, down to the program's inputs and
    constants) is walked once in canonical order (post-order, arguments in order) into a
-   structural key: each op and the positions of its arguments; each param or runtime
-   input by its slot in first-use order (so a param used twice in one term and two
-   params used once are different shapes); each constant as a per-row value, except a
-   ``pow`` exponent, which is part of the key (terms differing in an exponent are never
+   structural key: each op and the positions of its arguments (a commutative op's in
+   the order of their shapes, :func:`_shapes`); each param or runtime input by its slot
+   in first-use order (so a param used twice in one term and two params used once are
+   different shapes); each use of a constant as a per-row value, except a ``pow``
+   exponent, which is part of the key (terms differing in an exponent are never
    merged). Terms with equal keys are one :class:`TermGroup`. Keys are compared whole
-   (they are dict keys), never by hash alone.
+   (they are dict keys), never by hash alone. Only the first term of a key is walked in
+   Python; the others are matched against its walk at once, with numpy (:func:`_match`).
 3. **Row programs.** A group's program is the first term's cone with params and inputs
    renumbered to the term's slots, constants that are bitwise equal in every row kept
    as compile-time constants, and the others lifted to per-row inputs. Its rows are the
    *index tables*: which global params (``param_index``) and runtime inputs
    (``input_index``) each row reads, and its per-row constants (``data``).
-4. **The outer program** is the original with every grouped term replaced by a new
-   param slot holding the term's value: it computes the outputs from the params, the
-   term values and the inputs, so it is the sum (or whatever combines the terms) in the
-   original order, and the values agree bit for bit with the flat program.
+4. **Reductions** (:class:`Reduction`) are the sums of terms (``sum``, ``mean``, a
+   chain of ``+``), also mixing in params, inputs and constants, folded left to right
+   as the ``sum`` op adds; a few terms of rare shapes in such a sum get row kernels of
+   their own (:func:`_stragglers`) so the sum still folds.
+5. **The outer program** is the original with every reduction and every other term it
+   reads replaced by a new param slot: it computes the outputs from the params, those
+   values and the inputs, in the original order, so the values agree bit for bit with
+   the flat program.
 
 A group is kept when it has at least :data:`MIN_ROWS` rows of at least
-:data:`MIN_TERM_SIZE` instructions. A term recomputes everything in its cone, also
-nodes the flat program shares between terms (the two triangle normals a hinge reads
-are shared with the neighbouring hinges): a group whose rows would recompute more than
-:data:`MAX_RECOMPUTE` times the flat program's work is left in the outer program.
-Terms nested in another group's terms are not grouped again.
+:data:`MIN_TERM_SIZE` instructions; the outermost (largest) terms are chosen first,
+and terms nested in a chosen group's terms are not grouped again. A term recomputes
+everything in its cone, also nodes the flat program shares between terms (the two
+triangle normals a hinge reads are shared with the neighbouring hinges): a group whose
+rows would recompute more than :data:`MAX_RECOMPUTE` times the flat program's work is
+left in the outer program.
 
 Example:
     >>> import scalar_autograd as sa
@@ -255,8 +263,8 @@ class _Cone:
 
 def _shapes(nodes: Sequence[tuple[str, Any]]) -> list[int]:
     """A structural id per node, blind to which leaf is which: the canonical order of a
-    commutative op's arguments in a term's key (the builder orders them by node id,
-    which depends on what earlier terms created)."""
+    commutative op's arguments in a term's key (the builder keeps them in the order of
+    their first emission, which another term may have decided)."""
     interned: dict[object, int] = {"input": 0, "const": 1}
     shapes = [0] * len(nodes)
     for i, (kind, payload) in enumerate(nodes):
@@ -281,7 +289,9 @@ def _spine_terms(nodes: Sequence[tuple[str, Any]], outputs: Sequence[int],
     """The terms below the outputs' reduction spines, in first-seen order.
 
     A spine node whose shape at least ``min_rows`` nodes of the program share is a term
-    itself (a per-sample ``log(1 + exp(z)) - y * z`` stays whole), not a spine node."""
+    as well (a per-sample ``log(1 + exp(z)) - y * z`` is one term), and the walk goes on
+    below it (sums of batches of terms: if the batches differ, their terms group):
+    :func:`find_structure` keeps the outermost groups."""
     counts = Counter(shapes)
     roots = set(outputs)
     seen: set[int] = set()
@@ -295,9 +305,10 @@ def _spine_terms(nodes: Sequence[tuple[str, Any]], outputs: Sequence[int],
         kind, payload = nodes[i]
         if kind in _LEAVES:
             continue
-        if (kind in _SUMS or kind in SPINE and any(nodes[a][0] in _SUMS for a in payload)) \
-                and (i in roots or counts[shapes[i]] < min_rows):
+        if kind in _SUMS or kind in SPINE and any(nodes[a][0] in _SUMS for a in payload):
             stack.extend(reversed(payload))
+            if i not in roots and counts[shapes[i]] >= min_rows:
+                terms[i] = None
         else:
             terms[i] = None
     return list(terms)
@@ -332,11 +343,9 @@ def _row_program(cone: _Cone, keep: np.ndarray) -> Program:
 
 class _Arrays:
     """The program as arrays (from its canonical encoding, so nearly free): per node its
-    kind code, arity, canonical arguments (a commutative op's by shape, as
-    :class:`_Cone` orders them; ``-1`` padding), input slot and constant bits."""
-
-    WIDTH = 4
-    """Ops with more arguments than this are matched by the walk of :class:`_Cone`."""
+    kind code, arity, input slot and constant bits, and every op's arguments in
+    canonical order (a commutative op's by shape, as :class:`_Cone` orders them) in one
+    flat array, node ``i``'s from ``start[i]``."""
 
     def __init__(self, program: Program, shapes: Sequence[int]) -> None:
         data = program.key()
@@ -355,19 +364,22 @@ class _Arrays:
         self.value = np.zeros(n)
         self.value[is_const] = consts
         self.bits = self.value.view(np.int64)
-        table = np.full((n, self.WIDTH), -1, dtype=np.int64)
-        starts = np.concatenate(([0], np.cumsum(arity, dtype=np.int64)[:-1])) \
-            if op_nodes.size else np.zeros(0, np.int64)
-        narrow = arity.astype(np.int64) <= self.WIDTH
-        for k in range(self.WIDTH):
-            has = narrow & (arity > k)
-            table[op_nodes[has], k] = args[starts[has] + k]
+        self.start = np.zeros(n, dtype=np.int64)
+        if op_nodes.size:
+            self.start[op_nodes] = np.concatenate(([0], np.cumsum(arity, dtype=np.int64)[:-1]))
+        flat = args.astype(np.int64)
         shape = np.asarray(shapes, dtype=np.int64)
         commutative = np.isin(self.codes, [names.index(c) for c in COMMUTATIVE if c in names])
-        swap = commutative & (self.arity == 2)
-        swap[swap] = shape[table[swap, 0]] > shape[table[swap, 1]]
-        table[swap, 0], table[swap, 1] = table[swap, 1].copy(), table[swap, 0].copy()
-        self.args = table
+        binary = np.flatnonzero(commutative & (self.arity == 2))
+        first, second = self.start[binary], self.start[binary] + 1
+        swap = shape[flat[first]] > shape[flat[second]]
+        flat[first[swap]], flat[second[swap]] = flat[second[swap]], flat[first[swap]].copy()
+        self.args = flat
+
+    def child(self, parents: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Argument ``k`` of each node of ``parents``, and where it has one."""
+        has = self.arity[parents] > k
+        return self.args[np.where(has, self.start[parents] + k, 0)], has
 
 
 def _match(arrays: _Arrays, cone: _Cone, roots: np.ndarray, n_params: int
@@ -390,7 +402,8 @@ def _match(arrays: _Arrays, cone: _Cone, roots: np.ndarray, n_params: int
             continue
         parents = at[:, p]
         for k, q in enumerate(entry[1]):
-            child = arrays.args[parents, k]
+            child, has = arrays.child(parents, k)
+            ok &= has
             if assigned[q]:
                 ok &= at[:, q] == child
             else:
@@ -461,8 +474,7 @@ def _group(program: Program, roots: Sequence[int], min_rows: int, min_term_size:
             if cone.size < min_term_size:
                 break
             bucket = buckets.setdefault(cone.key, _Bucket(cone, [], []))
-            if rest.size > 1 and all(not isinstance(e, tuple) or e[0] in ("p", "u")
-                                     or len(e[1]) <= _Arrays.WIDTH for e in cone.key):
+            if rest.size > 1:
                 if arrays is None:
                     arrays = _Arrays(program, shapes)
                 ok, at = _match(arrays, cone, rest, n_params)
@@ -535,8 +547,9 @@ def find_structure(program: Program, n_diff: int | None = None, *,
     terms = _spine_terms(nodes, program.outputs[:n_diff], shapes, min_rows)
     buckets = _group(program, terms, min_rows, min_term_size,
                      budget=2 * max_recompute * len(nodes), shapes=shapes)
-    # largest work first; a term inside a chosen group's cone is computed there
-    buckets.sort(key=lambda b: -b.rows * b.cone.size)
+    # outermost terms first (the largest), a term inside a chosen group's cone is
+    # computed there: a per-sample loss wins over the pieces it is made of
+    buckets.sort(key=lambda b: (-b.cone.size, -b.rows))
     covered = np.zeros(len(nodes), dtype=bool)
     chosen_roots = np.zeros(len(nodes), dtype=bool)
     chosen: list[_Bucket] = []

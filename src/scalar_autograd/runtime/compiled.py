@@ -70,6 +70,15 @@ Hessian of a dense function of n params: n = 30, 3,502 instructions: LLVM (O2) b
 0.46 s and runs in 2.5 us, the VM 0.03 s and 6.8 us; n = 50, 9,332: LLVM (O1) 1.4 s and
 5.5 us, the VM 0.05 s and 16 us. Below 2,000 instructions LLVM builds in under 0.3 s."""
 
+OUTER_VM_PARAMS = 1_000
+"""The outer program of a structured function (:mod:`scalar_autograd.ir.structure`)
+runs on the tape VM when it has more params than this (the function's, plus one per
+term it reads one by one, when a sum of terms could not be folded natively).
+
+Its gradient has one output per param: LLVM spends about 25 us of code generation per
+output at O0 and seconds at O2 for a few thousand (and holds llvmlite's lock meanwhile,
+so other functions wait), where the VM writes the gradient tape in milliseconds."""
+
 _LOCAL_NAMES = {"value": "v", "deriv": "d", "hessian": "h", "hvp": "p"}
 """The attribute of a thread's buffers (``CompiledFunction._local``) per kernel kind."""
 
@@ -262,7 +271,11 @@ class _Entry:
         deriv = kind == "deriv"
         rows = [_entry_for(g.program, self._part_backend, structured=False).kernel(deriv)
                 for g in structure.groups]
-        outer = _entry_for(structure.outer, self._part_backend, self.n_aux,
+        outer_backend = self._part_backend
+        if structure.outer.n_params > OUTER_VM_PARAMS \
+                and resolve_backend(outer_backend) == "llvm":
+            outer_backend = "vm"
+        outer = _entry_for(structure.outer, outer_backend, self.n_aux,
                            structured=False).kernel(deriv)
         def flat() -> Program:  # the flat program: built only if someone asks for it
             return _derive(self.program, self.n_aux, kind)

@@ -339,6 +339,7 @@ class StructuredKernel:
                      der: np.ndarray) -> Callable[[], None]:
         s = self.structure
         n = self.n_params
+        _check_tables(s, n, u.shape[0])
         engine = driver()
         row_words: list[np.ndarray | int] = []
         scatter_words: list[np.ndarray | int] = []
@@ -411,6 +412,23 @@ class StructuredKernel:
             scatter()
 
         return call
+
+
+def _check_tables(s: Structure, n: int, n_inputs: int) -> None:
+    """Every index the native driver follows is in range (it does not check them: a
+    wrong table would write outside its buffers)."""
+    def inside(a: np.ndarray, size: int, what: str) -> None:
+        if a.size and (int(a.min()) < 0 or int(a.max()) >= size):
+            raise ValueError(f"structured kernel: {what} out of range [0, {size})")
+
+    for g in s.groups:
+        inside(g.param_index, n, "param_index")
+        inside(g.input_index, n_inputs, "input_index")
+    inside(s.direct, s.n_terms, "direct terms")
+    for r in s.reductions:
+        for kind, size in ((TERM, s.n_terms), (PARAM, n), (INPUT, n_inputs),
+                           (CONST, r.constants.shape[0])):
+            inside(r.of(kind), size, "reduction elements")
 
 
 def _summed_groups(s: Structure) -> list[bool]:
