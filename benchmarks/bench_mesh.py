@@ -273,6 +273,7 @@ def size_rows(n: int, repeats: int) -> tuple[list[dict[str, Any]], dict[str, Any
         return f
 
     compile_s, f = _median_compile(compile_ours, min(repeats, 3))
+    getattr(f, "tier_up", lambda: None)()   # per call: the final code
     grad_s = per_call(lambda: f.value_and_grad(x0), repeats, min_time=0.02)
     stats = compile_stats(f)
     # f.n_instructions only without stats: a structured function builds its flat

@@ -478,6 +478,20 @@ class CompiledFunction:
                 + kernel.outer.program.n_instructions
         return kernel.program.n_instructions
 
+    def tier_up(self) -> None:
+        """Wait until every kernel built so far runs its final code.
+
+        A native kernel serves its first calls with quickly compiled code while its
+        optimised code compiles on a background thread, then switches by itself (see
+        :mod:`scalar_autograd.backends.llvm`); this waits for that switch (or compiles
+        the final code now). For timing steady-state calls; never needed for results,
+        which are the same on both tiers.
+        """
+        entry = self._entry
+        for kernel in (entry._value, entry._deriv, *entry._second.values()):
+            if kernel is not None and hasattr(kernel, "tier_up"):
+                kernel.tier_up()
+
     def to_c(self, name: str) -> str:
         """A self-contained C99 source of this function (see
         :func:`scalar_autograd.backends.c_source.generate_c`): ``double NAME(const double

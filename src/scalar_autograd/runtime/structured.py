@@ -269,6 +269,13 @@ class StructuredKernel:
         parts.append(f"; --- outer kernel\n{self.outer.source}")
         return "\n".join(parts)
 
+    def tier_up(self) -> None:
+        """Install the final code of every part that compiles in tiers."""
+        for part in (*[rk.kernel for rk in self.rows], self.outer):
+            tier_up = getattr(part, "tier_up", None)
+            if tier_up is not None:
+                tier_up()
+
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, w: _Work, x: np.ndarray, u: np.ndarray, val: np.ndarray,
                   der: np.ndarray) -> None:
