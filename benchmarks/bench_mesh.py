@@ -73,8 +73,10 @@ from scalar_autograd.runtime.cache import KERNELS  # noqa: E402
 
 try:  # as a package module (python -m benchmarks) or as a script
     from benchmarks.bench_jit import per_call, print_table
+    from benchmarks.bench_large import _timed_compile
 except ImportError:  # pragma: no cover - script mode
     from bench_jit import per_call, print_table  # type: ignore[no-redef]
+    from bench_large import _timed_compile  # type: ignore[no-redef]
 
 GRADIENT_TOLERANCE = 1e-6
 """Both L-BFGS runs stop when ``max |g_i|`` is at most this (and on nothing else)."""
@@ -85,8 +87,6 @@ AGREEMENT = 1e-10
 """Relative agreement of value and gradient, ours against JAX, at the check point."""
 ENERGY_AGREEMENT = 1e-8
 """Relative agreement of the two L-BFGS runs' final energies."""
-SLOW_COMPILE = 5.0
-"""A compile slower than this (seconds) is measured once, not ``repeats`` times."""
 
 
 def n_terms(cloth: mesh_energy.Cloth) -> int:
@@ -98,20 +98,6 @@ def check_point(cloth: mesh_energy.Cloth, seed: int = 0) -> np.ndarray:
     """The start guess with every coordinate moved by N(0, 0.01^2): no symmetry left."""
     x0 = mesh_energy.start_guess(cloth)
     return x0 + 0.01 * np.random.default_rng(seed).standard_normal(x0.size)
-
-
-def _median_compile(build: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """Median seconds of ``build()`` (once if the first run is slow) and its last result."""
-    times = []
-    result = None
-    for _ in range(max(1, repeats)):
-        gc.collect()
-        t = time.perf_counter()
-        result = build()
-        times.append(time.perf_counter() - t)
-        if times[0] > SLOW_COMPILE:
-            break
-    return statistics.median(times), result
 
 
 def single_thread_blas() -> list[str]:
@@ -247,7 +233,7 @@ def jax_row(n: int, cloth: mesh_energy.Cloth, x0: np.ndarray, repeats: int
         jax.block_until_ready(vg(x0))
         return vg
 
-    compile_s, vg = _median_compile(compile_jax, min(repeats, 3))
+    compile_s, vg = _timed_compile(compile_jax, min(repeats, 3))
     xj = jax.numpy.asarray(x0)
     grad_s = per_call(lambda: jax.block_until_ready(vg(xj)), repeats, min_time=0.02)
     return _row(n, cloth, "JAX", None, compile_s, grad_s,
@@ -272,7 +258,7 @@ def size_rows(n: int, repeats: int) -> tuple[list[dict[str, Any]], dict[str, Any
         f.value_and_grad(x0)
         return f
 
-    compile_s, f = _median_compile(compile_ours, min(repeats, 3))
+    compile_s, f = _timed_compile(compile_ours, min(repeats, 3))
     getattr(f, "tier_up", lambda: None)()   # per call: the final code
     grad_s = per_call(lambda: f.value_and_grad(x0), repeats, min_time=0.02)
     stats = compile_stats(f)

@@ -40,9 +40,7 @@ compare ratios within the table. Run:
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -57,9 +55,11 @@ from scalar_autograd.runtime.cache import KERNELS
 
 try:  # as a package module (python -m benchmarks) or as a script
     from benchmarks.bench_jit import per_call, print_table
+    from benchmarks.bench_large import _timed_compile
     from benchmarks.bench_mesh import compile_stats, stats_columns
 except ImportError:  # pragma: no cover - script mode
     from bench_jit import per_call, print_table  # type: ignore[no-redef]
+    from bench_large import _timed_compile  # type: ignore[no-redef]
     from bench_mesh import compile_stats, stats_columns  # type: ignore[no-redef]
 
 SAMPLES = 1000
@@ -67,8 +67,6 @@ HIDDEN = (16, 16)
 NOISE = 0.15
 AGREEMENT = 1e-10
 """Relative agreement of loss and gradient with PyTorch's."""
-SLOW_COMPILE = 5.0
-"""A compile slower than this (seconds) is measured once, not ``repeats`` times."""
 
 
 def data(count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,19 +97,6 @@ def unflatten(theta: Any) -> list[tuple[Any, Any]]:
         layers.append((block[:, :n_in], block[:, n_in]))
         k += n_out * (n_in + 1)
     return layers
-
-
-def _median_compile(build: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    times = []
-    result = None
-    for _ in range(max(1, repeats)):
-        gc.collect()
-        t = time.perf_counter()
-        result = build()
-        times.append(time.perf_counter() - t)
-        if times[0] > SLOW_COMPILE:
-            break
-    return statistics.median(times), result
 
 
 def _gap(value: float, grad: np.ndarray, ref_value: float, ref_grad: np.ndarray) -> float:
@@ -154,7 +139,7 @@ def compile_sum_row(model: sa.MLP, x: np.ndarray, y: np.ndarray, params: list[sa
         f.value_and_grad(theta)
         return f
 
-    compile_s, f = _median_compile(compile_ours, compile_repeats)
+    compile_s, f = _timed_compile(compile_ours, compile_repeats)
     getattr(f, "tier_up", lambda: None)()   # per call: the final code
     epoch_s = per_call(lambda: f.value_and_grad(theta), repeats, min_time=0.02)
     return {"system": "scalar_autograd, sa.compile_sum", "threads": 1, "build s": build_s,
@@ -174,7 +159,7 @@ def ours_row(name: str, build_loss: Callable[[], sa.Value], params: list[sa.Valu
         f.value_and_grad(theta)
         return f
 
-    compile_s, f = _median_compile(compile_ours, compile_repeats)
+    compile_s, f = _timed_compile(compile_ours, compile_repeats)
     getattr(f, "tier_up", lambda: None)()   # per call: the final code
     epoch_s = per_call(lambda: f.value_and_grad(theta), repeats, min_time=0.02)
     # f.n_instructions only without stats: a structured function builds its flat
@@ -260,7 +245,7 @@ def jax_row(x: np.ndarray, y: np.ndarray, theta: np.ndarray, repeats: int,
         jax.block_until_ready(vg(theta_j))
         return vg
 
-    compile_s, vg = _median_compile(compile_jax, compile_repeats)
+    compile_s, vg = _timed_compile(compile_jax, compile_repeats)
     value, grad = vg(theta_j)
     epoch_s = per_call(lambda: jax.block_until_ready(vg(theta_j)), repeats, min_time=0.02)
     return ({"system": "JAX", "threads": "XLA default", "compile s": compile_s,

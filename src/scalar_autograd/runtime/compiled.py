@@ -1028,6 +1028,20 @@ def _entry_for(program: Program | bytes, backend: str, n_aux: int = 0, *,
         (name, key, n_aux, structured), lambda: _Entry(program, name, n_aux, structured))
 
 
+def _params_and_inputs(params: Any, inputs: Any) -> tuple[list[Value], list[Value]]:
+    """``params`` and ``inputs`` as lists of distinct leaves, none of them in both."""
+    param_list = _as_value_list(params, "params", allow_single=False)
+    input_list = _as_value_list(inputs, "inputs", allow_single=False)
+    _check_leaves(param_list, "params")
+    _check_leaves(input_list, "inputs")
+    param_ids = {id(p) for p in param_list}
+    for j, v in enumerate(input_list):
+        if id(v) in param_ids:
+            raise ValueError(f"inputs[{j}] is also a param; a leaf is either a param or an "
+                             f"input")
+    return param_list, input_list
+
+
 def _check_frozen_branches(leaves: list[Value], name: str, strict: bool) -> None:
     """Warn (or raise) when a Python branch depended on one of ``leaves``."""
     for i, leaf in enumerate(leaves):
@@ -1093,15 +1107,7 @@ def compile(  # noqa: A001 - the public name the API asks for
     out_list = _as_value_list(outputs, "outputs", allow_single=True)
     if not out_list:
         raise ValueError("outputs must hold at least one Value; got an empty sequence")
-    param_list = _as_value_list(params, "params", allow_single=False)
-    input_list = _as_value_list(inputs, "inputs", allow_single=False)
-    _check_leaves(param_list, "params")
-    _check_leaves(input_list, "inputs")
-    param_ids = {id(p) for p in param_list}
-    for j, v in enumerate(input_list):
-        if id(v) in param_ids:
-            raise ValueError(f"inputs[{j}] is also a param; a leaf is either a param or an "
-                             f"input")
+    param_list, input_list = _params_and_inputs(params, inputs)
     resolve_backend(backend)  # fail fast on a bad name before tracing
     _check_frozen_branches(param_list, "params", strict)
     _check_frozen_branches(input_list, "inputs", strict)
@@ -1216,15 +1222,7 @@ def compile_sum(term: Value, params: Sequence[Value], inputs: Sequence[Value], d
         raise TypeError(f"term must be a Value; got {type(term).__name__}")
     if reduce not in ("mean", "sum"):
         raise ValueError(f"reduce must be 'mean' or 'sum'; got {reduce!r}")
-    param_list = _as_value_list(params, "params", allow_single=False)
-    input_list = _as_value_list(inputs, "inputs", allow_single=False)
-    _check_leaves(param_list, "params")
-    _check_leaves(input_list, "inputs")
-    param_ids = {id(p) for p in param_list}
-    for j, v in enumerate(input_list):
-        if id(v) in param_ids:
-            raise ValueError(f"inputs[{j}] is also a param; a leaf is either a param or an "
-                             f"input")
+    param_list, input_list = _params_and_inputs(params, inputs)
     table = _matrix(data, len(input_list), "data")
     if table.shape[0] == 0:
         raise ValueError("data must have at least one row; got 0")
