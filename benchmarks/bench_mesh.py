@@ -376,6 +376,18 @@ def mesh_tables(sizes: list[int], repeats: int, lbfgs_repeats: int
     return tables, notes
 
 
+def report(tables: list[dict[str, Any]], notes: list[str], json_path: Path | None) -> None:
+    """Print the tables and notes as markdown, and write them as JSON to ``json_path``."""
+    for table in tables:
+        print_table(table["title"], table["rows"])
+    for note in notes:
+        print(f"\n- {note}")
+    if json_path is not None:
+        json_path.write_text(json.dumps({"tables": tables, "notes": notes}, indent=1,
+                                        default=str))
+        print(f"\nwrote {json_path}", file=sys.stderr)
+
+
 def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
@@ -408,14 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     tables, notes = mesh_tables(sizes, repeats, lbfgs_repeats)
     notes.append("OpenBLAS on one thread (" + (", ".join(blas) or "not found") + "); XLA: "
                  "default intra-op pool; " + f"{os.cpu_count()} cores.")
-    for table in tables:
-        print_table(table["title"], table["rows"])
-    for note in notes:
-        print(f"\n- {note}")
-    if args.json is not None:
-        args.json.write_text(json.dumps({"tables": tables, "notes": notes}, indent=1,
-                                        default=str))
-        print(f"\nwrote {args.json}", file=sys.stderr)
+    report(tables, notes, args.json)
     return 0
 
 

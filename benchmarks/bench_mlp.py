@@ -40,7 +40,6 @@ compare ratios within the table. Run:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -54,13 +53,13 @@ from scalar_autograd.datasets import two_moons
 from scalar_autograd.runtime.cache import KERNELS
 
 try:  # as a package module (python -m benchmarks) or as a script
-    from benchmarks.bench_jit import per_call, print_table
+    from benchmarks.bench_jit import per_call
     from benchmarks.bench_large import _timed_compile
-    from benchmarks.bench_mesh import compile_stats, stats_columns
+    from benchmarks.bench_mesh import compile_stats, report, stats_columns
 except ImportError:  # pragma: no cover - script mode
-    from bench_jit import per_call, print_table  # type: ignore[no-redef]
+    from bench_jit import per_call  # type: ignore[no-redef]
     from bench_large import _timed_compile  # type: ignore[no-redef]
-    from bench_mesh import compile_stats, stats_columns  # type: ignore[no-redef]
+    from bench_mesh import compile_stats, report, stats_columns  # type: ignore[no-redef]
 
 SAMPLES = 1000
 HIDDEN = (16, 16)
@@ -329,14 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (3 if args.quick else 7)
     sa.set_cache_dir(None)
     tables, notes = mlp_tables(args.samples, repeats, 1 if args.quick else 3)
-    for table in tables:
-        print_table(table["title"], table["rows"])
-    for note in notes:
-        print(f"\n- {note}")
-    if args.json is not None:
-        args.json.write_text(json.dumps({"tables": tables, "notes": notes}, indent=1,
-                                        default=str))
-        print(f"\nwrote {args.json}", file=sys.stderr)
+    report(tables, notes, args.json)
     return 0
 
 

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -68,6 +69,27 @@ class Kernel(Protocol):
     def bind(self, x: np.ndarray, u: np.ndarray, val: np.ndarray, der: np.ndarray,
              scratch: np.ndarray) -> Callable[[], None]:
         """A zero-argument callable evaluating on these buffers."""
+
+
+class DerivedProgram:
+    """A kernel's ``program``, derived by ``_derive()`` on first use, once, when the
+    kernel was made without it (loaded from an artifact, a tape written straight from
+    the forward program, a structured kernel): set ``_program`` (or ``None``),
+    ``_derive`` and ``_lock``."""
+
+    _program: Program | None
+    _derive: Callable[[], Program] | None
+    _lock: threading.Lock
+
+    @property
+    def program(self) -> Program:
+        """The (lowered) program this kernel runs, derived on first use if need be."""
+        if self._program is None:
+            with self._lock:
+                if self._program is None:
+                    assert self._derive is not None
+                    self._program = self._derive()
+        return self._program
 
 
 class Backend(Protocol):

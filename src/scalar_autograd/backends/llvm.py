@@ -51,7 +51,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from scalar_autograd.backends.base import BackendError, KernelArtifact
+from scalar_autograd.backends.base import BackendError, DerivedProgram, KernelArtifact
 from scalar_autograd.ir.program import Program
 from scalar_autograd.native.abi import BoundCall, address, bound_call
 from scalar_autograd.native.emitter import batch_function, const, instruction
@@ -199,7 +199,7 @@ _BATCH_T = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void
                             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 
 
-class LLVMKernel:
+class LLVMKernel(DerivedProgram):
     """Native code for one program, owned by its MCJIT engines.
 
     Args:
@@ -342,16 +342,6 @@ class LLVMKernel:
             raise ValueError("artifact needs a kernel compiled with portable=True")
         return KernelArtifact("llvm", {"n_scratch": self.n_scratch, "level": self.level},
                               {"object": self.object_code})
-
-    @property
-    def program(self) -> Program:
-        """The lowered program (derived again, once, for a kernel loaded from an artifact)."""
-        if self._program is None:
-            with self._lock:
-                if self._program is None:
-                    assert self._derive is not None
-                    self._program = self._derive()
-        return self._program
 
     @property
     def source(self) -> str:

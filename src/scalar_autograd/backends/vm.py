@@ -82,7 +82,7 @@ from typing import Any
 
 import numpy as np
 
-from scalar_autograd.backends.base import KernelArtifact
+from scalar_autograd.backends.base import DerivedProgram, KernelArtifact
 from scalar_autograd.ir.passes import MAX_SUM_ARITY, copy_lowered, lowering_algebra
 from scalar_autograd.ir.program import Builder, Program, Var
 from scalar_autograd.native.abi import address, address_block, bound_call
@@ -1118,7 +1118,7 @@ _I32 = np.dtype("<i4")
 _F64 = np.dtype("<f8")
 
 
-class VMKernel:
+class VMKernel(DerivedProgram):
     """A program run by the tape VM (see the module docstring).
 
     Args:
@@ -1211,16 +1211,6 @@ class VMKernel:
         }, {"code": self.code.astype(_I32).tobytes(),
             "consts": self.consts.astype(_F64).tobytes(),
             "outs": self.outs.astype(_I32).tobytes()})
-
-    @property
-    def program(self) -> Program:
-        """The lowered program (derived again, once, for a kernel built without it)."""
-        if self._program is None:
-            with self._lock:
-                if self._program is None:
-                    assert self._derive is not None
-                    self._program = self._derive()
-        return self._program
 
     @property
     def source(self) -> str:

@@ -58,9 +58,9 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property, partial
 from typing import Any
 
 import numpy as np
@@ -445,7 +445,8 @@ class _Bucket:
 
 
 def _group(program: Program, roots: Sequence[int], min_rows: int, min_term_size: int,
-           budget: float, shapes: Sequence[int]) -> list[_Bucket]:
+           budget: float, shapes: Sequence[int], arrays: Callable[[], _Arrays]
+           ) -> list[_Bucket]:
     """Terms bucketed by key, per bucket worth a row kernel.
 
     Only terms whose shape (:func:`_shapes`) at least ``min_rows`` terms share are
@@ -459,7 +460,6 @@ def _group(program: Program, roots: Sequence[int], min_rows: int, min_term_size:
     by_shape: dict[int, list[int]] = {}
     for r in roots:
         by_shape.setdefault(shapes[r], []).append(r)
-    arrays: _Arrays | None = None
     buckets: dict[tuple[object, ...], _Bucket] = {}
     walked = 0
     for members in by_shape.values():
@@ -475,9 +475,7 @@ def _group(program: Program, roots: Sequence[int], min_rows: int, min_term_size:
                 break
             bucket = buckets.setdefault(cone.key, _Bucket(cone, [], []))
             if rest.size > 1:
-                if arrays is None:
-                    arrays = _Arrays(program, shapes)
-                ok, at = _match(arrays, cone, rest, n_params)
+                ok, at = _match(arrays(), cone, rest, n_params)
                 ok[0] = True   # the walked term itself (its walk is the template)
             else:
                 ok = np.zeros(rest.size, dtype=bool)
@@ -545,8 +543,9 @@ def find_structure(program: Program, n_diff: int | None = None, *,
     n_diff = program.n_values if n_diff is None else n_diff
     shapes = _shapes(nodes)
     terms = _spine_terms(nodes, program.outputs[:n_diff], shapes, min_rows)
+    arrays = cache(partial(_Arrays, program, shapes))   # built once, if a match needs it
     buckets = _group(program, terms, min_rows, min_term_size,
-                     budget=2 * max_recompute * len(nodes), shapes=shapes)
+                     budget=2 * max_recompute * len(nodes), shapes=shapes, arrays=arrays)
     # outermost terms first (the largest), a term inside a chosen group's cone is
     # computed there: a per-sample loss wins over the pieces it is made of
     buckets.sort(key=lambda b: (-b.cone.size, -b.rows))
@@ -570,7 +569,7 @@ def find_structure(program: Program, n_diff: int | None = None, *,
     stragglers = _stragglers(nodes, chosen_roots, min_rows)
     if stragglers:   # a few terms of rare shapes in a sum of grouped ones
         choose(_group(program, stragglers, 1, 1, budget=2 * max_recompute * len(nodes),
-                      shapes=shapes))
+                      shapes=shapes, arrays=arrays))
     chosen.sort(key=lambda b: b.roots[0])  # in program order
     n = program.n_params
     groups = tuple(_make_group(nodes, bucket, n) for bucket in chosen)
@@ -730,8 +729,10 @@ def group_outputs(program: Program, *, min_rows: int = 1,
     """
     nodes = program.nodes
     outputs = program.outputs[:program.n_values]
+    shapes = _shapes(nodes)
     buckets = _group(program, list(dict.fromkeys(outputs)), min_rows, min_term_size,
-                     budget=float("inf"), shapes=_shapes(nodes))
+                     budget=float("inf"), shapes=shapes,
+                     arrays=cache(partial(_Arrays, program, shapes)))
     index_of: dict[int, list[int]] = {}
     for k, o in enumerate(outputs):
         index_of.setdefault(o, []).append(k)

@@ -36,14 +36,13 @@ numbers finds the compiled kernel in the cache.
 
 **Runtime inputs.** ``inputs`` are leaf Values that ``residual_fn`` reads (by closure)
 whose ``.data`` may change between solves (a target, a measurement). They are traced as
-inputs of the kernels, never frozen as constants: in a grouped kernel they are columns
-of the per-row data, in the single kernel its first inputs, and branches on them are
-guarded like branches on the params (the guard function takes them too).
-:meth:`CompiledOracle.refresh_inputs` reads their ``.data`` into every specialisation,
-so a new solve needs no trace. One exception: an input that is the exponent of ``**``
-in every row of a group is compiled in as a constant (``x ** 2.0`` becomes ``x * x``);
-the oracle remembers its value and traces anew when it changes. Every other number
-``residual_fn`` reads is frozen at the trace: declare it an input if it changes.
+inputs of the kernels, never frozen as constants (an exponent of ``**`` included): in
+a grouped kernel they are the first columns of the per-row data (where each row reads
+them is the group's ``input_index``), in the single kernel its first inputs, and
+branches on them are guarded like branches on the params (the guard function takes
+them too). :meth:`CompiledOracle.refresh_inputs` reads their ``.data`` into every
+specialisation, so a new solve needs no trace. Every other number ``residual_fn`` reads
+is frozen at the trace: declare it an input if it changes.
 
 Every specialisation has the same number of residuals and the same Jacobian kind:
 dense or sparse is decided at the first trace (``linear_solver``, or the density of its
@@ -424,7 +423,3 @@ def _native_ready(groups: list[ResidualGroup], m: int, n: int) -> bool:
     return (index.shape == (m, n) and np.array_equal(np.asarray(g.rows), np.arange(m))
             and bool(np.all(index == np.arange(n))))
 
-
-def _same(a: float, b: float) -> bool:
-    """Equal as numbers, nan equal to nan."""
-    return bool(a == b or (a != a and b != b))

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from scalar_autograd.backends.base import Kernel
+from scalar_autograd.backends.base import DerivedProgram, Kernel
 from scalar_autograd.ir.program import Program
 from scalar_autograd.ir.structure import (
     CONST,
@@ -221,7 +221,7 @@ class RowKernel:
     n_derivs_per_row: int
 
 
-class StructuredKernel:
+class StructuredKernel(DerivedProgram):
     """The value (``deriv=False``) or value-and-gradient kernel of a structured program.
 
     Attributes:
@@ -242,7 +242,7 @@ class StructuredKernel:
         self.outer = outer
         self.deriv = deriv
         self.backend = backend
-        self._flat = flat
+        self._derive: Callable[[], Program] | None = flat   # the flat program, if asked
         self._program: Program | None = None
         self._lock = threading.Lock()
         # one differentiated output (find_structure is only asked for those)
@@ -251,14 +251,10 @@ class StructuredKernel:
         self._direct = np.ascontiguousarray(structure.direct, dtype=np.int64)
         self._constants = [np.ascontiguousarray(r.constants, dtype=np.float64)
                            for r in structure.reductions]
-
-    @property
-    def program(self) -> Program:
-        """The flat program this kernel computes (derived on first use)."""
-        with self._lock:
-            if self._program is None:
-                self._program = self._flat()
-            return self._program
+        # per reduction and kind of element: where the elements stand, and their indices
+        self._elements = [{kind: (np.flatnonzero(r.source == kind), r.of(kind))
+                           for kind in (TERM, PARAM, INPUT, CONST)}
+                          for r in structure.reductions]
 
     @property
     def source(self) -> str:
@@ -295,10 +291,11 @@ class StructuredKernel:
         xo[:n] = x
         d = self._direct.shape[0]
         xo[n:n + d] = t[self._direct]
-        for k, r in enumerate(s.reductions):
+        for k, (r, elements) in enumerate(zip(s.reductions, self._elements)):
             values = np.empty(r.source.shape[0])
             for kind, source in ((TERM, t), (PARAM, x), (INPUT, u), (CONST, r.constants)):
-                values[r.source == kind] = source[r.of(kind)]
+                where, index = elements[kind]
+                values[where] = source[index]
             xo[n + d + k] = np.add.accumulate(values)[-1]   # left to right
         od = w.outer_der if self.deriv else der
         self.outer.run(xo, u, val, od, w.outer_scratch)
@@ -308,9 +305,9 @@ class StructuredKernel:
         dt = w.dt
         dt[:] = 0.0
         np.add.at(dt, self._direct, od[n:n + d])
-        for k, r in enumerate(s.reductions):
-            np.add.at(dt, r.of(TERM), od[n + d + k])
-            np.add.at(der, r.of(PARAM), od[n + d + k])
+        for k, elements in enumerate(self._elements):
+            np.add.at(dt, elements[TERM][1], od[n + d + k])
+            np.add.at(der, elements[PARAM][1], od[n + d + k])
         for j, g in enumerate(s.groups):
             off = s.term_offset[j]
             _scatter(der, g, w.D[j], dt[off:off + g.n_rows])
